@@ -1,0 +1,285 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	"go.podman.io/image/v5/copy"
+	"go.podman.io/image/v5/docker"
+	"go.podman.io/image/v5/docker/reference"
+	"go.podman.io/image/v5/image"
+	"go.podman.io/image/v5/manifest"
+	"go.podman.io/image/v5/signature"
+	istorage "go.podman.io/image/v5/storage"
+	"go.podman.io/image/v5/transports"
+	"go.podman.io/image/v5/types"
+	"go.podman.io/storage"
+
+	"github.com/bootstore/bootstore/pkg/progress"
+)
+
+// Typed errors the CLI maps to clear messages; match them with errors.Is.
+var (
+	ErrNotBootable       = errors.New("image is not bootable")
+	ErrInsufficientSpace = errors.New("insufficient free space")
+)
+
+// Bootable labels: bootc's and ostree's.
+var bootableLabels = []string{"containers.bootc", "ostree.bootable"}
+
+// PullOptions are the knobs shared by every pull: OS images and bound
+// images go through the same path and differ only in these.
+type PullOptions struct {
+	// System carries auth, TLS, registries.conf and signature policy
+	// settings; the store adds its temporary directory.
+	System *types.SystemContext
+	// RequireBootable refuses an image without a bootable label.
+	RequireBootable bool
+	// ReportWriter receives containers/image's progress bars (nil: none).
+	ReportWriter io.Writer
+	// Progress receives machine-readable progress (nil: none).
+	Progress progress.Sink
+}
+
+// Pulled describes one image after a pull.
+type Pulled struct {
+	// Ref is the reference pulled from, as the user gave it.
+	Ref string
+	// ID is the store's image ID (the config digest's hex).
+	ID string
+	// Digest is the manifest digest the source served.
+	Digest digest.Digest
+	// Fetched is false when the store already had this manifest and nothing
+	// was copied.
+	Fetched bool
+}
+
+// PullImage brings src into the store unless the store already holds the
+// manifest the source serves now, in which case only the name is updated.
+// A tag is resolved to a digest once, and that digest is what is copied, so
+// the checks made before the copy hold for what lands.
+func (s *Store) PullImage(ctx context.Context, src types.ImageReference, opts PullOptions) (*Pulled, error) {
+	name := transports.ImageName(src)
+	sys := s.systemContext(opts.System)
+	named, err := storeName(src)
+	if err != nil {
+		return nil, err
+	}
+	dgst, err := manifestDigest(ctx, sys, src)
+	if err != nil {
+		return nil, fmt.Errorf("reading manifest of %s: %w", name, err)
+	}
+	if img, err := s.imageWithDigest(dgst); err == nil {
+		if opts.RequireBootable {
+			if err := s.checkBootable(ctx, name, img.ID); err != nil {
+				return nil, err
+			}
+		}
+		if err := s.s.AddNames(img.ID, []string{named.String()}); err != nil {
+			return nil, fmt.Errorf("naming %s as %s: %w", img.ID, named, err)
+		}
+		return &Pulled{Ref: name, ID: img.ID, Digest: dgst, Fetched: false}, nil
+	}
+
+	pinned := pinDigest(src, dgst)
+	layers, err := s.preflight(ctx, sys, pinned, name, opts.RequireBootable)
+	if err != nil {
+		return nil, err
+	}
+	dest, err := istorage.Transport.NewStoreReference(s.s, named, "")
+	if err != nil {
+		return nil, fmt.Errorf("naming %s in the store: %w", named, err)
+	}
+	policy, err := signature.DefaultPolicy(sys)
+	if err != nil {
+		return nil, fmt.Errorf("loading signature policy: %w", err)
+	}
+	pc, err := signature.NewPolicyContext(policy)
+	if err != nil {
+		return nil, fmt.Errorf("loading signature policy: %w", err)
+	}
+	defer pc.Destroy()
+
+	sink := opts.Progress
+	if sink == nil {
+		sink = progress.Discard()
+	}
+	ch, finish := sink.BeginImage(name, layers)
+	before, _ := s.layerIDs()
+	_, err = copy.Image(ctx, pc, dest, pinned, &copy.Options{
+		SourceCtx:        sys,
+		DestinationCtx:   sys,
+		ReportWriter:     opts.ReportWriter,
+		Progress:         ch,
+		ProgressInterval: 250 * time.Millisecond,
+	})
+	finish(err)
+	if err != nil {
+		s.removeNewOrphanLayers(before)
+		return nil, fmt.Errorf("pulling %s: %w", name, err)
+	}
+	img, err := istorage.Transport.GetStoreImage(s.s, dest)
+	if err != nil {
+		return nil, fmt.Errorf("finding %s in the store after the pull: %w", name, err)
+	}
+	if opts.RequireBootable {
+		// The preflight read the same config; this guards the case where the
+		// source changed between the two reads of a digest-less transport.
+		if err := s.checkBootable(ctx, name, img.ID); err != nil {
+			s.removeImage(img.ID, before)
+			return nil, err
+		}
+	}
+	return &Pulled{Ref: name, ID: img.ID, Digest: dgst, Fetched: true}, nil
+}
+
+// systemContext returns a copy of sys that keeps big temporary files in the
+// sysroot's scratch directory, which is emptied after crashes.
+func (s *Store) systemContext(sys *types.SystemContext) *types.SystemContext {
+	out := &types.SystemContext{}
+	if sys != nil {
+		*out = *sys
+	}
+	if s.opts.TempDir != "" {
+		out.BigFilesTemporaryDir = s.opts.TempDir
+	}
+	return out
+}
+
+// manifestDigest reads the digest of the manifest the source serves now
+// (for a registry: one manifest request, no blob).
+func manifestDigest(ctx context.Context, sys *types.SystemContext, ref types.ImageReference) (digest.Digest, error) {
+	src, err := ref.NewImageSource(ctx, sys)
+	if err != nil {
+		return "", err
+	}
+	defer src.Close()
+	raw, _, err := src.GetManifest(ctx, nil)
+	if err != nil {
+		return "", err
+	}
+	return manifest.Digest(raw)
+}
+
+// pinDigest turns a tagged registry reference into one by digest.
+func pinDigest(ref types.ImageReference, dgst digest.Digest) types.ImageReference {
+	named := ref.DockerReference()
+	if !IsRegistry(ref) || named == nil {
+		return ref
+	}
+	if _, ok := named.(reference.Digested); ok {
+		return ref
+	}
+	d, err := reference.WithDigest(reference.TrimNamed(named), dgst)
+	if err != nil {
+		return ref
+	}
+	pinned, err := docker.NewReference(d)
+	if err != nil {
+		return ref
+	}
+	return pinned
+}
+
+// imageWithDigest finds an image whose manifest (or manifest list) has dgst.
+func (s *Store) imageWithDigest(dgst digest.Digest) (*storage.Image, error) {
+	imgs, err := s.s.ImagesByDigest(dgst)
+	if err != nil {
+		return nil, err
+	}
+	if len(imgs) == 0 {
+		return nil, storage.ErrImageUnknown
+	}
+	return imgs[0], nil
+}
+
+// preflight reads the manifest and config (no layer) and refuses the pull
+// before anything is fetched when the image is not bootable or the layers
+// the store lacks are larger than the free space. It returns the layers.
+func (s *Store) preflight(ctx context.Context, sys *types.SystemContext, ref types.ImageReference, name string, requireBootable bool) ([]types.BlobInfo, error) {
+	src, err := ref.NewImageSource(ctx, sys)
+	if err != nil {
+		return nil, fmt.Errorf("opening %s: %w", name, err)
+	}
+	img, err := image.FromSource(ctx, sys, src)
+	if err != nil {
+		src.Close()
+		return nil, fmt.Errorf("reading %s: %w", name, err)
+	}
+	defer img.Close()
+	layers := img.LayerInfos()
+	if requireBootable {
+		info, err := img.Inspect(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("reading the configuration of %s: %w", name, err)
+		}
+		if !isBootable(info.Labels) {
+			return nil, notBootable(name)
+		}
+	}
+	need := img.ConfigInfo().Size
+	for _, l := range layers {
+		if l.Size > 0 && !s.hasLayer(l.Digest) {
+			need += l.Size
+		}
+	}
+	if err := checkFree(s.opts.GraphRoot, need, name); err != nil {
+		return nil, err
+	}
+	return layers, nil
+}
+
+func (s *Store) hasLayer(d digest.Digest) bool {
+	if ls, err := s.s.LayersByCompressedDigest(d); err == nil && len(ls) > 0 {
+		return true
+	}
+	ls, err := s.s.LayersByUncompressedDigest(d)
+	return err == nil && len(ls) > 0
+}
+
+func isBootable(labels map[string]string) bool {
+	for _, l := range bootableLabels {
+		if v := labels[l]; v == "1" || v == "true" {
+			return true
+		}
+	}
+	return false
+}
+
+func notBootable(name string) error {
+	return fmt.Errorf("%w: %s has neither the label containers.bootc=1 nor ostree.bootable=1 (pass --allow-non-bootable to pull it anyway)", ErrNotBootable, name)
+}
+
+// checkBootable reads the labels of an image already in the store.
+func (s *Store) checkBootable(ctx context.Context, name, id string) error {
+	labels, err := s.Labels(ctx, id)
+	if err != nil {
+		return err
+	}
+	if !isBootable(labels) {
+		return notBootable(name)
+	}
+	return nil
+}
+
+// Labels returns the config labels of an image in the store.
+func (s *Store) Labels(ctx context.Context, id string) (map[string]string, error) {
+	ref, err := istorage.Transport.NewStoreReference(s.s, nil, id)
+	if err != nil {
+		return nil, err
+	}
+	img, err := ref.NewImage(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("opening image %s: %w", id, err)
+	}
+	defer img.Close()
+	info, err := img.Inspect(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("reading the configuration of image %s: %w", id, err)
+	}
+	return info.Labels, nil
+}

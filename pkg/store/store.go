@@ -1,0 +1,260 @@
+// Package store is the host's unified containers/storage: the one place the
+// booted OS image, its logically bound images and anything podman runs from
+// them are kept.
+//
+// Lifecycle: Open creates the store on first use (in a temporary directory
+// that is renamed into place, so a crash never leaves a half-made store) and
+// records the graph driver chosen then; Pull brings an image and its bound
+// images in through containers/image; List reports what is there and who
+// uses it; Close shuts the store down. Only bootstore writes the store;
+// podman reads it as an additional image store (DESIGN.md invariant 7).
+//
+// Files owned here, inside the graph root:
+//
+//	bootstore.json   {"driver": "overlay"|"vfs", ...}: the driver chosen at creation
+//
+// and, per image, the big-data item BoundImagesKey recording the bound
+// images a host image resolved to at pull time, by image ID.
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"go.podman.io/storage"
+	"go.podman.io/storage/types"
+)
+
+// Drivers bootstore uses. Overlay is required for partial pulls and shares
+// layer files with deployments; vfs is the fallback where the kernel or the
+// backing filesystem cannot do overlay.
+const (
+	DriverOverlay = "overlay"
+	DriverVFS     = "vfs"
+)
+
+const recordName = "bootstore.json"
+
+// record is the store's own metadata, written once at creation.
+type record struct {
+	Driver  string    `json:"driver"`
+	Created time.Time `json:"created"`
+}
+
+// Options says where the store lives.
+type Options struct {
+	// GraphRoot is the store's graph root, e.g. SYSROOT/ostree/bootc/storage.
+	GraphRoot string
+	// RunRoot holds the store's runtime state (mount counts, locks).
+	RunRoot string
+	// TempDir receives big temporary files while pulling; it must be on a
+	// filesystem with room for a layer and is emptied by the caller after
+	// crashes (sysroot.CleanTemp).
+	TempDir string
+	// Driver forces a graph driver when the store is created; "" chooses
+	// overlay when the kernel allows it and vfs otherwise.
+	Driver string
+	// Warn receives human-readable warnings (e.g. the vfs fallback).
+	Warn io.Writer
+}
+
+// Store is an open unified store.
+type Store struct {
+	s      storage.Store
+	opts   Options
+	driver string
+}
+
+// Open opens the store at opts.GraphRoot, creating it if it does not exist.
+func Open(ctx context.Context, opts Options) (*Store, error) {
+	if opts.Warn == nil {
+		opts.Warn = io.Discard
+	}
+	rec, err := readRecord(opts.GraphRoot)
+	if errors.Is(err, os.ErrNotExist) {
+		rec, err = create(ctx, opts)
+	}
+	if err != nil {
+		return nil, err
+	}
+	s, err := storage.GetStore(storeOptions(opts.GraphRoot, opts.RunRoot, rec.Driver))
+	if err != nil {
+		return nil, fmt.Errorf("opening store %s (driver %s): %w", opts.GraphRoot, rec.Driver, err)
+	}
+	return &Store{s: s, opts: opts, driver: rec.Driver}, nil
+}
+
+// Exists reports whether a store was created at graphRoot.
+func Exists(graphRoot string) bool {
+	_, err := readRecord(graphRoot)
+	return err == nil
+}
+
+func readRecord(graphRoot string) (record, error) {
+	var rec record
+	data, err := os.ReadFile(filepath.Join(graphRoot, recordName))
+	if err != nil {
+		return rec, err
+	}
+	if err := json.Unmarshal(data, &rec); err != nil {
+		return rec, fmt.Errorf("reading %s: %w", filepath.Join(graphRoot, recordName), err)
+	}
+	if rec.Driver != DriverOverlay && rec.Driver != DriverVFS {
+		return rec, fmt.Errorf("store %s records unknown driver %q", graphRoot, rec.Driver)
+	}
+	return rec, nil
+}
+
+func storeOptions(graphRoot, runRoot, driver string) types.StoreOptions {
+	return types.StoreOptions{
+		GraphRoot:       graphRoot,
+		RunRoot:         runRoot,
+		GraphDriverName: driver,
+	}
+}
+
+// create makes a new store in a temporary sibling of GraphRoot and renames
+// it into place, so GraphRoot either does not exist or is complete.
+func create(ctx context.Context, opts Options) (record, error) {
+	parent := filepath.Dir(opts.GraphRoot)
+	if err := os.MkdirAll(parent, 0o700); err != nil {
+		return record{}, fmt.Errorf("creating %s: %w", parent, err)
+	}
+	if fi, err := os.Stat(opts.GraphRoot); err == nil && fi.IsDir() {
+		entries, _ := os.ReadDir(opts.GraphRoot)
+		if len(entries) > 0 {
+			return record{}, fmt.Errorf("%s exists but holds no %s: not a bootstore store, refusing to touch it", opts.GraphRoot, recordName)
+		}
+		if err := os.Remove(opts.GraphRoot); err != nil {
+			return record{}, fmt.Errorf("replacing empty %s: %w", opts.GraphRoot, err)
+		}
+	}
+	removeStaleTemps(parent, filepath.Base(opts.GraphRoot))
+	tmp, err := os.MkdirTemp(parent, "."+filepath.Base(opts.GraphRoot)+".tmp-")
+	if err != nil {
+		return record{}, fmt.Errorf("creating store: %w", err)
+	}
+	defer os.RemoveAll(tmp) // a no-op once renamed
+	tmpRun, err := os.MkdirTemp(parent, "."+filepath.Base(opts.GraphRoot)+".tmprun-")
+	if err != nil {
+		return record{}, fmt.Errorf("creating store: %w", err)
+	}
+	defer os.RemoveAll(tmpRun)
+
+	driver, err := initDriver(tmp, tmpRun, opts)
+	if err != nil {
+		return record{}, err
+	}
+	rec := record{Driver: driver, Created: time.Now().UTC()}
+	data, _ := json.MarshalIndent(rec, "", "  ")
+	if err := writeFileSync(filepath.Join(tmp, recordName), data); err != nil {
+		return record{}, err
+	}
+	if err := os.Chmod(tmp, 0o700); err != nil {
+		return record{}, err
+	}
+	if err := os.Rename(tmp, opts.GraphRoot); err != nil {
+		return record{}, fmt.Errorf("creating store %s: %w", opts.GraphRoot, err)
+	}
+	return rec, syncDir(parent)
+}
+
+// initDriver initialises the store in dir with the requested driver or, when
+// none was requested, overlay with a loud fallback to vfs.
+func initDriver(dir, runDir string, opts Options) (string, error) {
+	try := func(driver string) error {
+		s, err := storage.GetStore(storeOptions(dir, runDir, driver))
+		if err != nil {
+			return err
+		}
+		_, err = s.Shutdown(true)
+		return err
+	}
+	if opts.Driver != "" {
+		if err := try(opts.Driver); err != nil {
+			return "", fmt.Errorf("creating store %s with driver %s: %w", opts.GraphRoot, opts.Driver, err)
+		}
+		return opts.Driver, nil
+	}
+	err := try(DriverOverlay)
+	if err == nil {
+		return DriverOverlay, nil
+	}
+	// Start the fallback from a clean directory: overlay may have left files.
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		os.RemoveAll(filepath.Join(dir, e.Name()))
+	}
+	fmt.Fprintf(opts.Warn, "WARNING: the overlay driver is unavailable for %s (%v).\n"+
+		"WARNING: falling back to vfs: every layer is a full copy, partial pulls (zstd:chunked, eStargz) are disabled\n"+
+		"WARNING: and deployments cannot share files with the store by overlay. Put the store on a filesystem that\n"+
+		"WARNING: supports overlay (xfs, ext4, btrfs) to avoid this.\n", opts.GraphRoot, err)
+	if err := try(DriverVFS); err != nil {
+		return "", fmt.Errorf("creating store %s with driver vfs: %w", opts.GraphRoot, err)
+	}
+	return DriverVFS, nil
+}
+
+// removeStaleTemps deletes temporary store directories a crashed creation
+// left beside the graph root.
+func removeStaleTemps(parent, base string) {
+	for _, pattern := range []string{"." + base + ".tmp-*", "." + base + ".tmprun-*"} {
+		matches, _ := filepath.Glob(filepath.Join(parent, pattern))
+		for _, m := range matches {
+			os.RemoveAll(m)
+		}
+	}
+}
+
+// Driver is the graph driver the store was created with.
+func (s *Store) Driver() string { return s.driver }
+
+// GraphRoot is the store's graph root.
+func (s *Store) GraphRoot() string { return s.opts.GraphRoot }
+
+// RunRoot is the store's run root.
+func (s *Store) RunRoot() string { return s.opts.RunRoot }
+
+// Storage exposes the underlying containers/storage store for packages that
+// read layers (deploy) or remove them (gc).
+func (s *Store) Storage() storage.Store { return s.s }
+
+// Close shuts the store down, unmounting what this process mounted.
+func (s *Store) Close() error {
+	_, err := s.s.Shutdown(false)
+	return err
+}
+
+func writeFileSync(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("syncing %s: %w", path, err)
+	}
+	return f.Close()
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("syncing %s: %w", dir, err)
+	}
+	return nil
+}

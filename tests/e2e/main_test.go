@@ -1,0 +1,147 @@
+// Package e2e runs the bootstore binary against a real registry
+// (docker-registry), real podman and skopeo, and the kernel's overlayfs.
+// The tests need root and those Debian packages (make deps); they skip with
+// the reason when something is missing.
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/bootstore/bootstore/tests/harness"
+)
+
+// bootstoreBin is built once by TestMain.
+var bootstoreBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "bootstore-e2e-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	bootstoreBin = filepath.Join(dir, "bootstore")
+	build := exec.Command("go", "build", "-buildvcs=false",
+		"-tags", "containers_image_openpgp,exclude_graphdriver_btrfs",
+		"-o", bootstoreBin, "github.com/bootstore/bootstore/cmd/bootstore")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building bootstore:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// host is one test host: a sysroot directory and what bootstore needs to
+// reach the test registry.
+type host struct {
+	t       *testing.T
+	root    string
+	policy  string
+	env     []string
+	podmanC harness.Podman
+}
+
+// newHost makes an empty sysroot in a fresh directory. Mounts left under it
+// are undone at cleanup, even when the test fails.
+func newHost(t *testing.T) *host {
+	t.Helper()
+	harness.RequireRoot(t)
+	root := t.TempDir()
+	t.Cleanup(func() { unmountUnder(t, root) })
+	h := &host{t: t, root: root, policy: harness.PolicyFile(t)}
+	// podman refuses a run root longer than 50 characters.
+	runRoot, err := os.MkdirTemp("", "pr")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unmountUnder(t, runRoot); os.RemoveAll(runRoot) })
+	h.podmanC = harness.Podman{Root: h.storageRoot(), RunRoot: runRoot, Driver: "overlay"}
+	return h
+}
+
+func (h *host) storageRoot() string { return filepath.Join(h.root, "ostree/bootc/storage") }
+
+// result is what one bootstore run printed and returned.
+type result struct {
+	stdout, stderr string
+	code           int
+}
+
+func (r result) String() string {
+	return fmt.Sprintf("exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+}
+
+// command prepares `bootstore --sysroot ROOT args...`.
+func (h *host) command(ctx context.Context, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, bootstoreBin, append([]string{"--sysroot", h.root}, args...)...)
+	cmd.Env = append(os.Environ(), h.env...)
+	return cmd
+}
+
+// run runs bootstore and returns what it did, whatever the exit code.
+func (h *host) run(args ...string) result {
+	h.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	cmd := h.command(ctx, args...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	res := result{stdout: out.String(), stderr: errb.String()}
+	if ee, ok := err.(*exec.ExitError); ok {
+		res.code = ee.ExitCode()
+	} else if err != nil {
+		h.t.Fatalf("running bootstore %v: %v", args, err)
+	}
+	return res
+}
+
+// ok runs bootstore and fails the test unless it exits 0.
+func (h *host) ok(args ...string) result {
+	h.t.Helper()
+	res := h.run(args...)
+	if res.code != 0 {
+		h.t.Fatalf("bootstore %s failed:\n%s", strings.Join(args, " "), res)
+	}
+	return res
+}
+
+// pullArgs are the registry flags every pull from the test registry needs.
+func (h *host) pullArgs(args ...string) []string {
+	return append([]string{"image", "pull", "--tls-verify=false", "--signature-policy", h.policy}, args...)
+}
+
+// unmountUnder lazily unmounts every mount below dir, deepest first.
+func unmountUnder(t testing.TB, dir string) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	var mounts []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) > 4 && (fields[4] == dir || strings.HasPrefix(fields[4], dir+"/")) {
+			mounts = append(mounts, fields[4])
+		}
+	}
+	for i := len(mounts) - 1; i >= 0; i-- {
+		if err := unix.Unmount(mounts[i], unix.MNT_DETACH); err != nil {
+			t.Logf("unmounting %s: %v", mounts[i], err)
+		}
+	}
+}
