@@ -18,6 +18,7 @@ import (
 	imgspecv1 "github.com/opencontainers/image-spec/specs-go/v1"
 	"go.podman.io/image/v5/copy"
 	"go.podman.io/image/v5/directory"
+	"go.podman.io/image/v5/oci/layout"
 	"go.podman.io/image/v5/signature"
 	"go.podman.io/image/v5/types"
 
@@ -90,15 +91,12 @@ func writeDirImage(t *testing.T, dir string, sizes ...int) []types.BlobInfo {
 
 // TestCopyImage drives the sink with copy.Image's own events: a first copy
 // fetches every layer, a second one into the same destination finds every
-// layer there (Skipped events).
+// layer there (Skipped events). The destination is an OCI layout, which
+// keeps the blobs it has, as the store does.
 func TestCopyImage(t *testing.T) {
 	srcDir, destDir := t.TempDir(), t.TempDir()
 	layers := writeDirImage(t, srcDir, 3<<20, 1<<20, 100)
 	src, err := directory.NewReference(srcDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dest, err := directory.NewReference(destDir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,8 +113,12 @@ func TestCopyImage(t *testing.T) {
 		total += uint64(l.Size)
 	}
 	for i, ref := range []string{"first", "second"} {
+		dest, err := layout.NewReference(destDir, ref)
+		if err != nil {
+			t.Fatal(err)
+		}
 		ch, finish := j.BeginImage(ref, layers)
-		_, err := copy.Image(context.Background(), pc, dest, src, &copy.Options{
+		_, err = copy.Image(context.Background(), pc, dest, src, &copy.Options{
 			Progress:         ch,
 			ProgressInterval: time.Nanosecond, // every read
 		})

@@ -30,6 +30,9 @@ func ParseReference(name string) (types.ImageReference, error) {
 	}
 	if transportName, rest, ok := strings.Cut(name, ":"); ok {
 		if t := transports.Get(transportName); t != nil {
+			if strings.Trim(rest, "/:") == "" {
+				return nil, fmt.Errorf("%w %q: nothing after the %s: transport", ErrBadReference, name, transportName)
+			}
 			ref, err := t.ParseReference(rest)
 			if err != nil {
 				return nil, fmt.Errorf("%w %q: %v", ErrBadReference, name, err)
