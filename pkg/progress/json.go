@@ -137,14 +137,14 @@ func FromFD(fd int, opts ...Option) (*JSON, error) {
 	j.mu.Lock()
 	err = j.err
 	j.mu.Unlock()
-	if fd > 2 {
-		if err != nil {
+	if err != nil {
+		if fd > 2 {
 			f.Close()
 		}
-		j.closer = f
-	}
-	if err != nil {
 		return nil, fmt.Errorf("progress fd %d: %w", fd, err)
+	}
+	if fd > 2 {
+		j.closer = f
 	}
 	return j, nil
 }
