@@ -133,11 +133,14 @@ func asError(r any) error {
 	return nil
 }
 
-func (t *demoT) Helper()                   {}
-func (t *demoT) Cleanup(f func())          { t.cleanups = append(t.cleanups, f) }
-func (t *demoT) Failed() bool              { return t.failed }
-func (t *demoT) Logf(f string, a ...any)   { fmt.Printf("  "+f+"\n", a...) }
-func (t *demoT) Error(a ...any)            { t.failed = true; fmt.Fprintln(os.Stderr, append([]any{"ERROR:"}, a...)...) }
+func (t *demoT) Helper()                 {}
+func (t *demoT) Cleanup(f func())        { t.cleanups = append(t.cleanups, f) }
+func (t *demoT) Failed() bool            { return t.failed }
+func (t *demoT) Logf(f string, a ...any) { fmt.Printf("  "+f+"\n", a...) }
+func (t *demoT) Error(a ...any) {
+	t.failed = true
+	fmt.Fprintln(os.Stderr, append([]any{"ERROR:"}, a...)...)
+}
 func (t *demoT) Errorf(f string, a ...any) { t.Error(fmt.Sprintf(f, a...)) }
 func (t *demoT) Fatal(a ...any)            { t.Error(a...); panic(errFatal) }
 func (t *demoT) Fatalf(f string, a ...any) { t.Fatal(fmt.Sprintf(f, a...)) }
