@@ -70,7 +70,7 @@ func freshDir(b *testing.B) string {
 
 func unmountAll(dirs ...string) {
 	for _, d := range dirs {
-		exec.Command("sh", "-c", "grep -o ' "+d+"[^ ]*' /proc/self/mountinfo | sort -r | xargs -r -n1 umount -l").Run()
+		harness.UnmountUnder(d)
 	}
 }
 

@@ -84,12 +84,7 @@ func run(t *demoT) {
 	boot("image", "list")
 
 	step("podman reads the same store: no second pull")
-	runRoot, err := os.MkdirTemp("", "pr")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(runRoot) })
-	podman := harness.Podman{Root: filepath.Join(sysroot, "ostree/bootc/storage"), RunRoot: runRoot, Driver: "overlay"}
+	podman := harness.PodmanOn(t, filepath.Join(sysroot, "ostree/bootc/storage"), "overlay")
 	for _, args := range [][]string{{"images"}, {"run", "--rm", apps["web"], "cat", "/usr/share/harness-app/web"}} {
 		fmt.Printf("\n$ podman --root %s %s\n", podman.Root, strings.Join(args, " "))
 		out, err := podman.Run(t, args...)
@@ -152,7 +147,7 @@ func (t *demoT) TempDir() string {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		exec.Command("sh", "-c", "grep -o ' "+dir+"[^ ]*' /proc/self/mountinfo | sort -r | xargs -r -n1 umount -l").Run()
+		harness.UnmountUnder(dir)
 		os.RemoveAll(dir)
 	})
 	return dir

@@ -5,7 +5,6 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -15,8 +14,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/bootstore/bootstore/tests/harness"
 )
@@ -60,15 +57,9 @@ func newHost(t *testing.T) *host {
 	t.Helper()
 	harness.RequireRoot(t)
 	root := t.TempDir()
-	t.Cleanup(func() { unmountUnder(t, root) })
+	t.Cleanup(func() { harness.UnmountUnder(root) })
 	h := &host{t: t, root: root, policy: harness.PolicyFile(t)}
-	// podman refuses a run root longer than 50 characters.
-	runRoot, err := os.MkdirTemp("", "pr")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { unmountUnder(t, runRoot); os.RemoveAll(runRoot) })
-	h.podmanC = harness.Podman{Root: h.storageRoot(), RunRoot: runRoot, Driver: "overlay"}
+	h.podmanC = harness.PodmanOn(t, h.storageRoot(), "overlay")
 	return h
 }
 
@@ -122,26 +113,4 @@ func (h *host) ok(args ...string) result {
 // pullArgs are the registry flags every pull from the test registry needs.
 func (h *host) pullArgs(args ...string) []string {
 	return append([]string{"image", "pull", "--tls-verify=false", "--signature-policy", h.policy}, args...)
-}
-
-// unmountUnder lazily unmounts every mount below dir, deepest first.
-func unmountUnder(t testing.TB, dir string) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return
-	}
-	defer f.Close()
-	var mounts []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) > 4 && (fields[4] == dir || strings.HasPrefix(fields[4], dir+"/")) {
-			mounts = append(mounts, fields[4])
-		}
-	}
-	for i := len(mounts) - 1; i >= 0; i-- {
-		if err := unix.Unmount(mounts[i], unix.MNT_DETACH); err != nil {
-			t.Logf("unmounting %s: %v", mounts[i], err)
-		}
-	}
 }

@@ -133,6 +133,7 @@ func TestPullOSImageWithBoundImages(t *testing.T) {
 	if len(events) < 3 || events[0]["type"] != "Start" {
 		t.Errorf("progress: want Start then events, got %d events", len(events))
 	}
+	progresstest.CheckPulls(t, events)
 
 	// Debian's podman and skopeo read the store.
 	podmanIDs, err := h.podmanC.Run(t, "images", "--no-trunc", "--format", "{{.ID}}")

@@ -160,9 +160,21 @@ func writeTemp(t testing.TB, name, content string) string {
 // any mounts left under those directories, so the temp dir can be deleted.
 func NewPodman(t testing.TB, driver string) Podman {
 	t.Helper()
+	return PodmanOn(t, filepath.Join(t.TempDir(), "root"), driver)
+}
+
+// PodmanOn returns a Podman reading and writing the store at root with the given driver
+// and a fresh run root (podman refuses run roots over 50 characters, so it lives directly
+// under the system's temporary directory). t.Cleanup removes every container, waits for
+// conmon's own cleanup, and detaches what podman left mounted under root and the run root.
+func PodmanOn(t testing.TB, root, driver string) Podman {
+	t.Helper()
 	RequireCommand(t, "podman")
-	dir := t.TempDir()
-	p := Podman{Root: filepath.Join(dir, "root"), RunRoot: filepath.Join(dir, "runroot"), Driver: driver}
+	runRoot, err := os.MkdirTemp("", "pr")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := Podman{Root: root, RunRoot: runRoot, Driver: driver}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
@@ -170,7 +182,9 @@ func NewPodman(t testing.TB, driver string) Podman {
 		// conmon starts "podman container cleanup" after a container exits; it re-mounts
 		// the store, so wait for every process naming our root before unmounting.
 		waitNoProcessMentions(p.Root, 30*time.Second)
-		UnmountUnder(dir)
+		UnmountUnder(runRoot)
+		UnmountUnder(root)
+		os.RemoveAll(runRoot)
 	})
 	return p
 }

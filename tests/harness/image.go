@@ -109,15 +109,16 @@ func cleanPath(p string) string {
 // WriteTar writes the layer as an uncompressed tar stream to w.
 func (l Layer) WriteTar(w io.Writer) error {
 	tw := tar.NewWriter(w)
+	buf := make([]byte, 64<<10)
 	for _, e := range l {
-		if err := writeEntry(tw, e); err != nil {
+		if err := writeEntry(tw, e, buf); err != nil {
 			return fmt.Errorf("layer entry %q: %w", e.Path, err)
 		}
 	}
 	return tw.Close()
 }
 
-func writeEntry(tw *tar.Writer, e Entry) error {
+func writeEntry(tw *tar.Writer, e Entry, buf []byte) error {
 	p := cleanPath(e.Path)
 	if p == "" {
 		return errors.New("empty path")
@@ -169,7 +170,7 @@ func writeEntry(tw *tar.Writer, e Entry) error {
 		return err
 	}
 	if body != nil && h.Size > 0 {
-		n, err := io.Copy(tw, body)
+		n, err := io.CopyBuffer(tw, body, buf)
 		if err != nil {
 			return err
 		}

@@ -3,6 +3,7 @@ package harness
 import (
 	"errors"
 	"fmt"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -165,14 +166,18 @@ func (r *Registry) startProxy(t testing.TB) {
 			pr.Out.Host = pr.In.Host // registry builds Location URLs that point back at the proxy
 		},
 		FlushInterval: -1,
-		ErrorLog:      nil,
+	}
+	// Proxy errors (mostly clients killed mid-body, which tests do on purpose) go to the log file.
+	if f, err := os.OpenFile(r.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644); err == nil {
+		t.Cleanup(func() { f.Close() })
+		rp.ErrorLog = log.New(f, "harness proxy: ", log.LstdFlags)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("proxy listen: %v", err)
 	}
 	r.Addr = ln.Addr().String()
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+	srv := &http.Server{ErrorLog: rp.ErrorLog, Handler: http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		rec := &recordingWriter{ResponseWriter: w, status: http.StatusOK}
 		r.mu.Lock()
 		f := r.fault
