@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"go.podman.io/storage"
+	"go.podman.io/storage/drivers/overlay"
 	"go.podman.io/storage/types"
 )
 
@@ -173,7 +174,12 @@ func initDriver(dir, runDir string, opts Options) (string, error) {
 		if err != nil {
 			return err
 		}
-		_, err = s.Shutdown(true)
+		// GetStore is lazy: asking for the driver makes it probe the
+		// filesystem (d_type, a test overlay mount).
+		_, err = s.GraphDriver()
+		if _, serr := s.Shutdown(true); err == nil {
+			err = serr
+		}
 		return err
 	}
 	if opts.Driver != "" {
@@ -182,9 +188,17 @@ func initDriver(dir, runDir string, opts Options) (string, error) {
 		}
 		return opts.Driver, nil
 	}
-	err := try(DriverOverlay)
-	if err == nil {
-		return DriverOverlay, nil
+	// The overlay driver quietly switches to fuse-overlayfs where the kernel
+	// cannot mount overlay on this filesystem; podman reading the store would
+	// not know, and FUSE is no base for deployments, so ask for native
+	// support first.
+	err := errors.New("native overlayfs cannot be mounted on this filesystem (it needs d_type and overlay mounts)")
+	if native, nerr := overlay.SupportsNativeOverlay(filepath.Join(dir, DriverOverlay), filepath.Join(runDir, DriverOverlay)); nerr != nil {
+		err = nerr
+	} else if native {
+		if err = try(DriverOverlay); err == nil {
+			return DriverOverlay, nil
+		}
 	}
 	// Start the fallback from a clean directory: overlay may have left files.
 	entries, _ := os.ReadDir(dir)
