@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 	"go.podman.io/storage/pkg/reexec"
 
+	"github.com/bootstore/bootstore/pkg/host"
 	"github.com/bootstore/bootstore/pkg/store"
 )
 
@@ -25,6 +26,7 @@ const (
 	exitNoSpace      = 4
 	exitLockHeld     = 5
 	exitBoundInvalid = 6
+	exitNotEmpty     = 7
 )
 
 func main() {
@@ -56,7 +58,7 @@ func newRootCommand() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.PersistentFlags().StringVar(&g.sysroot, "sysroot", "/", "root of the host to operate on")
-	root.AddCommand(newImageCommand(g))
+	root.AddCommand(newImageCommand(g), newInstallCommand(g), newStatusCommand(g))
 	return root
 }
 
@@ -67,7 +69,7 @@ func exitCode(err error) int {
 	switch {
 	case errors.As(err, &ue):
 		return exitUsage
-	case errors.Is(err, store.ErrNotBootable):
+	case errors.Is(err, store.ErrNotBootable), errors.Is(err, host.ErrNoUsr):
 		return exitNotBootable
 	case errors.Is(err, store.ErrInsufficientSpace):
 		return exitNoSpace
@@ -75,6 +77,8 @@ func exitCode(err error) int {
 		return exitLockHeld
 	case errors.Is(err, boundErrInvalid):
 		return exitBoundInvalid
+	case errors.Is(err, host.ErrNotEmpty):
+		return exitNotEmpty
 	}
 	return exitFailure
 }

@@ -72,7 +72,7 @@ func (s *Store) PullHost(ctx context.Context, src types.ImageReference, opts Hos
 		if err != nil {
 			return nil, fmt.Errorf("reading the bound images of %s: %w", host.Ref, err)
 		}
-		res.Bound, err = s.pullBound(ctx, host, bound, opts)
+		res.Bound, err = s.PullBound(ctx, host.Ref, bound, opts)
 		if err != nil {
 			return nil, err
 		}
@@ -97,9 +97,10 @@ func (s *Store) DiscoverBound(id string) ([]boundimages.Image, error) {
 	return boundimages.Discover(mnt)
 }
 
-// pullBound pulls the bound images concurrently (bounded) and returns them
-// in the order given. Every failure is reported, each naming its image.
-func (s *Store) pullBound(ctx context.Context, host *Pulled, bound []boundimages.Image, opts HostPullOptions) ([]*Pulled, error) {
+// PullBound pulls the bound images of the host image hostRef concurrently
+// (bounded) and returns them in the order given. Every failure is reported,
+// each naming its image.
+func (s *Store) PullBound(ctx context.Context, hostRef string, bound []boundimages.Image, opts HostPullOptions) ([]*Pulled, error) {
 	jobs := opts.Jobs
 	if jobs <= 0 {
 		jobs = 3
@@ -116,7 +117,7 @@ func (s *Store) pullBound(ctx context.Context, host *Pulled, bound []boundimages
 		steps[i] = progress.SubTaskStep{Subtask: "bound-image", Description: "Bound image: " + b.Ref, ID: b.Ref}
 	}
 	report := func() {
-		sink.Steps("bound-images", "Pulling bound images", host.Ref, done, total, append([]progress.SubTaskStep(nil), steps...))
+		sink.Steps("bound-images", "Pulling bound images", hostRef, done, total, append([]progress.SubTaskStep(nil), steps...))
 	}
 	report()
 

@@ -2,9 +2,11 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -256,18 +258,19 @@ func notBootable(name string) error {
 
 // checkBootable reads the labels of an image already in the store.
 func (s *Store) checkBootable(ctx context.Context, name, id string) error {
-	labels, err := s.Labels(ctx, id)
+	info, err := s.Inspect(ctx, id)
 	if err != nil {
 		return err
 	}
-	if !isBootable(labels) {
+	if !isBootable(info.Labels) {
 		return notBootable(name)
 	}
 	return nil
 }
 
-// Labels returns the config labels of an image in the store.
-func (s *Store) Labels(ctx context.Context, id string) (map[string]string, error) {
+// Inspect returns the configuration (labels, creation time, architecture)
+// of an image in the store.
+func (s *Store) Inspect(ctx context.Context, id string) (*types.ImageInspectInfo, error) {
 	ref, err := istorage.Transport.NewStoreReference(s.s, nil, id)
 	if err != nil {
 		return nil, err
@@ -281,5 +284,38 @@ func (s *Store) Labels(ctx context.Context, id string) (map[string]string, error
 	if err != nil {
 		return nil, fmt.Errorf("reading the configuration of image %s: %w", id, err)
 	}
-	return info.Labels, nil
+	return info, nil
+}
+
+// PolicyVerifies reports whether the signature policy that applies to ref
+// demands more than insecureAcceptAnything, i.e. whether a successful pull
+// of ref was verified. Scopes are looked up as containers/image does: the
+// reference's identity, then its namespaces, then the transport's default,
+// then the global default.
+func PolicyVerifies(sys *types.SystemContext, ref types.ImageReference) bool {
+	policy, err := signature.DefaultPolicy(sys)
+	if err != nil {
+		return false
+	}
+	reqs := policy.Default
+	if scopes, ok := policy.Transports[ref.Transport().Name()]; ok {
+		found := false
+		for _, scope := range append([]string{ref.PolicyConfigurationIdentity()}, ref.PolicyConfigurationNamespaces()...) {
+			if r, ok := scopes[scope]; ok {
+				reqs, found = r, true
+				break
+			}
+		}
+		if r, ok := scopes[""]; ok && !found {
+			reqs = r
+		}
+	}
+	for _, r := range reqs {
+		// The requirement types are unexported; their JSON form is stable.
+		data, err := json.Marshal(r)
+		if err != nil || !strings.Contains(string(data), `"insecureAcceptAnything"`) {
+			return true
+		}
+	}
+	return false
 }

@@ -1,0 +1,256 @@
+// Package host carries out the operations that change a host: it composes
+// the unified store (pkg/store), the deployment builder (pkg/deploy), the
+// file cloner (pkg/fsclone), the boot entries (pkg/bls) and the sysroot's
+// bookkeeping (pkg/sysroot).
+//
+// Lifecycle of a deployment: an image in a store is flattened into
+// ostree/deploy/<stateroot>/deploy/.staging-<id> (Deploy), fixed up there
+// (/usr/etc, /var, /usr/lib/bootc/storage), its kernel copied under /boot,
+// and only then renamed to <id>.<serial> beside its origin file. A boot
+// entry makes it bootable (Install, and later upgrade/finalize). Anything a
+// crash leaves behind is not referenced by a boot entry or the staged
+// record and is removed by the next mutating command (RemoveLeftovers).
+package host
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+
+	"github.com/bootstore/bootstore/pkg/bls"
+	"github.com/bootstore/bootstore/pkg/deploy"
+	"github.com/bootstore/bootstore/pkg/fsclone"
+	"github.com/bootstore/bootstore/pkg/store"
+	"github.com/bootstore/bootstore/pkg/sysroot"
+)
+
+// ErrNoUsr is returned for an image that has no /usr to boot.
+var ErrNoUsr = errors.New("image has no /usr")
+
+// StorageLink is where a deployment finds the unified store on a booted host
+// (bootc's convention: the physical root is mounted at /sysroot).
+const StorageLink = "/sysroot/ostree/bootc/storage"
+
+const stagingPrefix = ".staging-"
+
+// DeployOptions tune Deploy.
+type DeployOptions struct {
+	Stateroot string
+	// CopyMode chooses how files are taken from the store.
+	CopyMode fsclone.Mode
+	// Kargs come first on the kernel command line, before kargs.d's.
+	Kargs []string
+}
+
+// Deployed is a deployment written to disk, with the boot entry that
+// boots it.
+type Deployed struct {
+	Deployment sysroot.Deployment
+	Entry      bls.Entry
+	Build      *deploy.Result
+	Clones     fsclone.Stats
+}
+
+// Deploy writes a new deployment of the image id from st. origin is
+// completed with the kernel arguments; the caller fills the rest.
+func Deploy(ctx context.Context, sr *sysroot.Sysroot, st *store.Store, id string, origin sysroot.Origin, opts DeployOptions) (*Deployed, error) {
+	layers, err := st.LayerDirs(id)
+	if err != nil {
+		return nil, err
+	}
+	d := sysroot.Deployment{Stateroot: opts.Stateroot, ID: id, Serial: sr.NextSerial(opts.Stateroot, id), Origin: origin}
+	deployDir := sr.DeployDir(opts.Stateroot)
+	if err := os.MkdirAll(deployDir, 0o755); err != nil {
+		return nil, err
+	}
+	staging := filepath.Join(deployDir, stagingPrefix+d.Name())
+	if err := removeStaging(staging); err != nil {
+		return nil, err
+	}
+	cloner := fsclone.New(opts.CopyMode)
+	res, err := deploy.Build(ctx, layers, staging, deploy.Options{
+		Cloner: deploy.ClonerFunc(func(src, dst string, shared bool) error {
+			_, err := cloner.Clone(src, dst, shared)
+			return err
+		}),
+		MutablePrefixes: []string{"/etc", "/var"},
+		Workers:         runtime.NumCPU(),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("deploying image %s: %w", id, err)
+	}
+	out, err := finishDeployment(ctx, sr, staging, d, opts)
+	if err != nil {
+		os.RemoveAll(staging)
+		return nil, fmt.Errorf("deploying image %s: %w", id, err)
+	}
+	out.Build, out.Clones = res, cloner.Stats()
+	return out, nil
+}
+
+// finishDeployment fixes up the staged tree, installs its kernel, writes the
+// origin and renames the tree into place.
+func finishDeployment(ctx context.Context, sr *sysroot.Sysroot, staging string, d sysroot.Deployment, opts DeployOptions) (*Deployed, error) {
+	if fi, err := os.Lstat(filepath.Join(staging, "usr")); err != nil || !fi.IsDir() {
+		return nil, ErrNoUsr
+	}
+	if err := etcDefaults(ctx, staging); err != nil {
+		return nil, err
+	}
+	if err := seedVar(ctx, sr.VarDir(d.Stateroot), filepath.Join(staging, "var")); err != nil {
+		return nil, err
+	}
+	if err := storageLink(staging); err != nil {
+		return nil, err
+	}
+	kver, modules, err := bls.FindKernel(staging)
+	if err != nil {
+		return nil, err
+	}
+	linux, initrd, err := bls.InstallKernel(sr.Root, d.Stateroot, modules)
+	if err != nil {
+		return nil, err
+	}
+	kargsD, err := bls.ReadKargsD(staging, runtime.GOARCH)
+	if err != nil {
+		return nil, err
+	}
+	d.Origin.Kargs = append(append([]string(nil), opts.Kargs...), kargsD...)
+	if err := sr.WriteOrigin(d); err != nil {
+		return nil, err
+	}
+	if err := os.Rename(staging, sr.DeploymentPath(d)); err != nil {
+		os.Remove(sr.OriginPath(d))
+		return nil, err
+	}
+	entry := bls.Entry{
+		Title:      fmt.Sprintf("%s (ostree:%s:%s)", prettyName(sr.DeploymentPath(d)), d.Stateroot, kver),
+		Linux:      linux,
+		Initrd:     initrd,
+		Options:    d.Origin.Kargs,
+		Stateroot:  d.Stateroot,
+		Deployment: d.KernelArg(),
+	}
+	return &Deployed{Deployment: d, Entry: entry}, nil
+}
+
+// etcDefaults keeps the image's /etc as /usr/etc (ostree's convention), so
+// a later three-way merge knows the old defaults. It is a real copy.
+func etcDefaults(ctx context.Context, tree string) error {
+	etc := filepath.Join(tree, "etc")
+	if _, err := os.Lstat(etc); errors.Is(err, os.ErrNotExist) {
+		return os.Mkdir(filepath.Join(tree, "usr", "etc"), 0o755)
+	}
+	usrEtc := filepath.Join(tree, "usr", "etc")
+	if err := os.RemoveAll(usrEtc); err != nil {
+		return err
+	}
+	// The built /etc is a plain tree (no whiteouts), so Build copies it
+	// faithfully: owners, modes, xattrs, times, hardlinks.
+	_, err := deploy.Build(ctx, []string{etc}, usrEtc, deploy.Options{MutablePrefixes: []string{"/"}, Workers: 1})
+	if err != nil {
+		return fmt.Errorf("keeping /etc as /usr/etc: %w", err)
+	}
+	return nil
+}
+
+// seedVar moves the image's /var into the stateroot's persistent /var when
+// that is empty, and leaves the deployment's /var an empty mount point.
+func seedVar(ctx context.Context, stateVar, treeVar string) error {
+	entries, err := os.ReadDir(stateVar)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	fi, statErr := os.Lstat(treeVar)
+	if statErr == nil && fi.IsDir() && len(entries) == 0 {
+		os.Remove(stateVar)
+		if err := os.MkdirAll(filepath.Dir(stateVar), 0o755); err != nil {
+			return err
+		}
+		if err := os.Rename(treeVar, stateVar); err != nil {
+			return fmt.Errorf("seeding %s: %w", stateVar, err)
+		}
+		return os.Mkdir(treeVar, fi.Mode().Perm())
+	}
+	if err := os.MkdirAll(stateVar, 0o755); err != nil {
+		return err
+	}
+	if err := os.RemoveAll(treeVar); err != nil {
+		return err
+	}
+	return os.Mkdir(treeVar, 0o755)
+}
+
+// storageLink points /usr/lib/bootc/storage at the unified store.
+func storageLink(tree string) error {
+	link := filepath.Join(tree, "usr", "lib", "bootc", "storage")
+	if err := os.MkdirAll(filepath.Dir(link), 0o755); err != nil {
+		return err
+	}
+	if err := os.RemoveAll(link); err != nil {
+		return err
+	}
+	return os.Symlink(StorageLink, link)
+}
+
+// prettyName reads PRETTY_NAME from the tree's os-release.
+func prettyName(tree string) string {
+	for _, p := range []string{"usr/lib/os-release", "etc/os-release"} {
+		data, err := os.ReadFile(filepath.Join(tree, p))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			if v, ok := strings.CutPrefix(line, "PRETTY_NAME="); ok {
+				return strings.Trim(v, `"'`)
+			}
+		}
+	}
+	return "Linux"
+}
+
+func removeStaging(staging string) error {
+	if err := deploy.RemoveLeftovers(staging); err != nil {
+		return err
+	}
+	return os.RemoveAll(staging)
+}
+
+// RemoveLeftovers deletes what crashed runs left in the stateroots:
+// staging trees, and deployments or origins that no boot entry and no
+// staged record reference. Call it under the sysroot lock.
+func RemoveLeftovers(sr *sysroot.Sysroot, state *sysroot.State) error {
+	keep := map[string]bool{}
+	for _, d := range state.Deployments {
+		keep[sr.DeploymentPath(d)] = true
+	}
+	if state.Staged != nil {
+		keep[sr.DeploymentPath(*state.Staged)] = true
+	}
+	roots, err := os.ReadDir(sr.Path("ostree", "deploy"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	var errs []error
+	for _, r := range roots {
+		dir := sr.DeployDir(r.Name())
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			continue
+		}
+		for _, e := range entries {
+			p := filepath.Join(dir, e.Name())
+			if keep[strings.TrimSuffix(p, ".origin")] {
+				continue
+			}
+			errs = append(errs, os.RemoveAll(p))
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,44 @@
+package store
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// LayerDirs returns the directories holding an image's layers as the graph
+// driver keeps them, base layer first, for building a deployment without
+// mounting or exporting the image. With overlay each directory is one
+// layer's diff (whiteouts as 0/0 character devices, opaque directories
+// marked by xattr); with vfs every layer is a full tree, so the top layer
+// alone is returned.
+func (s *Store) LayerDirs(imageID string) ([]string, error) {
+	img, err := s.s.Image(imageID)
+	if err != nil {
+		return nil, fmt.Errorf("image %s: %w", imageID, err)
+	}
+	var chain []string
+	for id := img.TopLayer; id != ""; {
+		l, err := s.s.Layer(id)
+		if err != nil {
+			return nil, fmt.Errorf("layer %s of image %s: %w", id, imageID, err)
+		}
+		chain = append(chain, l.ID)
+		id = l.Parent
+		if s.driver == DriverVFS {
+			break
+		}
+	}
+	dirs := make([]string, len(chain))
+	for i, id := range chain {
+		dir := filepath.Join(s.opts.GraphRoot, "overlay", id, "diff")
+		if s.driver == DriverVFS {
+			dir = filepath.Join(s.opts.GraphRoot, "vfs", "dir", id)
+		}
+		if _, err := os.Lstat(dir); err != nil {
+			return nil, fmt.Errorf("layer %s of image %s: %w", id, imageID, err)
+		}
+		dirs[len(chain)-1-i] = dir
+	}
+	return dirs, nil
+}

@@ -1,0 +1,213 @@
+package sysroot
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/bootstore/bootstore/pkg/bls"
+)
+
+// Deployment is one OS deployment: a tree at
+// ostree/deploy/<stateroot>/deploy/<id>.<serial> and its origin file.
+type Deployment struct {
+	Stateroot string
+	// ID is the OS image's ID (its config digest), as ostree uses the
+	// commit checksum.
+	ID string
+	// Serial tells apart deployments of the same image.
+	Serial int
+	Origin Origin
+}
+
+// Name is <id>.<serial>.
+func (d Deployment) Name() string { return d.ID + "." + strconv.Itoa(d.Serial) }
+
+// KernelArg is the deployment's path as the ostree= kernel argument names it.
+func (d Deployment) KernelArg() string {
+	return "/ostree/deploy/" + d.Stateroot + "/deploy/" + d.Name()
+}
+
+// DeployDir is where a stateroot's deployments live.
+func (s *Sysroot) DeployDir(stateroot string) string {
+	return s.Path("ostree", "deploy", stateroot, "deploy")
+}
+
+// VarDir is a stateroot's persistent /var.
+func (s *Sysroot) VarDir(stateroot string) string { return s.Path("ostree", "deploy", stateroot, "var") }
+
+// DeploymentPath is the deployment's tree.
+func (s *Sysroot) DeploymentPath(d Deployment) string {
+	return filepath.Join(s.DeployDir(d.Stateroot), d.Name())
+}
+
+// OriginPath is the deployment's origin file.
+func (s *Sysroot) OriginPath(d Deployment) string { return s.DeploymentPath(d) + ".origin" }
+
+// NextSerial returns the first serial not used by a deployment of id.
+func (s *Sysroot) NextSerial(stateroot, id string) int {
+	for serial := 0; ; serial++ {
+		if _, err := os.Lstat(filepath.Join(s.DeployDir(stateroot), id+"."+strconv.Itoa(serial))); errors.Is(err, os.ErrNotExist) {
+			return serial
+		}
+	}
+}
+
+// WriteOrigin writes the deployment's origin file crash-safely.
+func (s *Sysroot) WriteOrigin(d Deployment) error {
+	return WriteFileAtomic(s.OriginPath(d), d.Origin.Marshal(), 0o644)
+}
+
+// deploymentFromArg resolves an ostree= kernel argument to a deployment.
+func (s *Sysroot) deploymentFromArg(arg string) (Deployment, error) {
+	rest, ok := strings.CutPrefix(arg, "/ostree/deploy/")
+	parts := strings.Split(rest, "/")
+	if !ok || len(parts) != 3 || parts[1] != "deploy" {
+		return Deployment{}, fmt.Errorf("ostree=%s does not name a deployment", arg)
+	}
+	id, serialStr, ok := strings.Cut(parts[2], ".")
+	serial, err := strconv.Atoi(serialStr)
+	if !ok || err != nil {
+		return Deployment{}, fmt.Errorf("ostree=%s does not name a deployment", arg)
+	}
+	d := Deployment{Stateroot: parts[0], ID: id, Serial: serial}
+	if d.Origin, err = ReadOrigin(s.OriginPath(d)); err != nil {
+		return Deployment{}, err
+	}
+	return d, nil
+}
+
+// State is the host's deployments in boot order.
+type State struct {
+	// Deployments are in boot order: the first is booted next (when
+	// nothing is staged), the second is the rollback.
+	Deployments []Deployment
+	// Booted indexes Deployments, or is -1 when the booted deployment is
+	// not among them (or not known).
+	Booted int
+	// Staged is the deployment to be finalized into the boot order at
+	// shutdown, if any.
+	Staged *Deployment
+}
+
+// BootedDeployment returns the booted deployment or nil.
+func (st *State) BootedDeployment() *Deployment {
+	if st.Booted < 0 || st.Booted >= len(st.Deployments) {
+		return nil
+	}
+	return &st.Deployments[st.Booted]
+}
+
+// Rollback returns the deployment a rollback would boot, or nil.
+func (st *State) Rollback() *Deployment {
+	for i := range st.Deployments {
+		if i != st.Booted {
+			return &st.Deployments[i]
+		}
+	}
+	return nil
+}
+
+// stagedFile records the staged deployment between staging and
+// finalization.
+func (s *Sysroot) stagedFile() string { return filepath.Join(s.StateDir(), "staged.json") }
+
+// Load reads the boot entries, the origins and the staged deployment.
+// The booted deployment comes from /proc/cmdline on a real host and is the
+// default boot entry under --sysroot.
+func (s *Sysroot) Load() (*State, error) {
+	entries, err := bls.Read(s.Root)
+	if err != nil {
+		return nil, err
+	}
+	st := &State{Booted: -1}
+	for _, e := range entries {
+		arg := bls.DeploymentOf(e)
+		if arg == "" {
+			continue
+		}
+		d, err := s.deploymentFromArg(arg)
+		if err != nil {
+			return nil, fmt.Errorf("boot entry %q: %w", e.Title, err)
+		}
+		st.Deployments = append(st.Deployments, d)
+	}
+	bootedArg, err := s.bootedArg(st)
+	if err != nil {
+		return nil, err
+	}
+	for i, d := range st.Deployments {
+		if d.KernelArg() == bootedArg {
+			st.Booted = i
+		}
+	}
+	data, err := os.ReadFile(s.stagedFile())
+	switch {
+	case err == nil:
+		var staged Deployment
+		if err := json.Unmarshal(data, &staged); err != nil {
+			return nil, fmt.Errorf("reading %s: %w", s.stagedFile(), err)
+		}
+		if staged.Origin, err = ReadOrigin(s.OriginPath(staged)); err != nil {
+			return nil, err
+		}
+		st.Staged = &staged
+	case !errors.Is(err, os.ErrNotExist):
+		return nil, err
+	}
+	return st, nil
+}
+
+func (s *Sysroot) bootedArg(st *State) (string, error) {
+	if !s.IsHostRoot() {
+		if len(st.Deployments) == 0 {
+			return "", nil
+		}
+		return st.Deployments[0].KernelArg(), nil
+	}
+	cmdline, err := os.ReadFile("/proc/cmdline")
+	if err != nil {
+		return "", fmt.Errorf("reading the kernel command line: %w", err)
+	}
+	arg, _ := bls.KargValue(bls.ParseCmdline(string(cmdline)), "ostree")
+	return arg, nil
+}
+
+// WriteFileAtomic writes data to path by a synced temporary file renamed
+// into place, then syncs the directory.
+func WriteFileAtomic(path string, data []byte, mode os.FileMode) error {
+	dir := filepath.Dir(path)
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-")
+	if err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	if err := tmp.Chmod(mode); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("syncing %s: %w", path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
