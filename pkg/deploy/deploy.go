@@ -49,6 +49,9 @@
 //     files with an overlay.whiteout xattr, kernel 6.7) are not interpreted.
 //   - The kernel reports the lower inode's nlink, which counts names hidden
 //     by whiteouts; in dst, nlink counts the names that are shown.
+//   - In a directory that only one layer has, the kernel's readdir lists
+//     that layer's whiteouts although looking them up fails (ENOENT); dst
+//     has no whiteouts anywhere.
 //   - A hardlinked inode with names both inside and outside a mutable prefix
 //     becomes two inodes, so that the mutable copy never shares data with the
 //     layers or with the immutable names.
