@@ -8,8 +8,10 @@ import (
 )
 
 // copyFile copies name from the directory srcDir to a new file of the same
-// name in dstDir, keeping holes. It is the copy used without a Cloner.
-func copyFile(srcDir, dstDir int, name string) (err error) {
+// name in dstDir, keeping holes. It is the copy used without a Cloner, and
+// for mutable files always. private forbids copy_file_range, which XFS and
+// btrfs turn into a reflink: mutable files share no data with the layers.
+func copyFile(srcDir, dstDir int, name string, private bool) (err error) {
 	in, err := unix.Openat(srcDir, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return err
@@ -39,7 +41,11 @@ func copyFile(srcDir, dstDir int, name string) (err error) {
 		if err != nil || hole > st.Size {
 			hole = st.Size
 		}
-		if err := copyRange(in, out, data, hole-data); err != nil {
+		copyFn := copyRange
+		if private {
+			copyFn = copyRangeRW
+		}
+		if err := copyFn(in, out, data, hole-data); err != nil {
 			return err
 		}
 		off = hole

@@ -71,9 +71,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// FileCloner creates dst, which does not exist, with src's content. When
-// shared is false dst must not share an inode with src (no hardlink); a
-// reflink or a copy is fine either way. src and dst may be given as
+// FileCloner creates dst, which does not exist, with src's content. Build
+// calls it only for files outside MutablePrefixes, with shared=true (a
+// hardlink is acceptable); mutable files are copied by Build itself. src and dst may be given as
 // /proc/self/fd/N/NAME so that arbitrarily deep trees work; ownership, mode,
 // xattrs and times are set by Build afterwards unless dst is src's inode.
 type FileCloner interface {
@@ -100,8 +100,9 @@ type Options struct {
 	// Cloner clones regular files; nil copies them (keeping holes).
 	Cloner FileCloner
 	// MutablePrefixes are image paths ("/etc") whose files must never share
-	// an inode with the layers; nil means DefaultMutablePrefixes, an empty
-	// non-nil slice means none.
+	// an inode or data with the layers: they are copied byte by byte, not
+	// through the Cloner; nil means DefaultMutablePrefixes, an empty non-nil
+	// slice means none.
 	MutablePrefixes []string
 	// Workers is the number of files cloned in parallel; <= 0 means
 	// runtime.NumCPU().

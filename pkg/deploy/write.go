@@ -72,10 +72,10 @@ func (b *builder) cloneFile(j fileJob) error {
 	if err := unsupported(xs); err != nil {
 		return err
 	}
-	if b.cloner != nil {
-		err = b.cloner.Clone(src, procPath(j.dst.fd, j.name), !j.mutable)
+	if b.cloner != nil && !j.mutable {
+		err = b.cloner.Clone(src, procPath(j.dst.fd, j.name), true)
 	} else {
-		err = copyFile(j.src.fd, j.dst.fd, j.name)
+		err = copyFile(j.src.fd, j.dst.fd, j.name, j.mutable)
 	}
 	if err != nil {
 		return err

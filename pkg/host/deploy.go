@@ -62,6 +62,9 @@ func Deploy(ctx context.Context, sr *sysroot.Sysroot, st *store.Store, id string
 	if err != nil {
 		return nil, err
 	}
+	if err := st.ReleaseDriverMount(); err != nil {
+		return nil, err
+	}
 	d := sysroot.Deployment{Stateroot: opts.Stateroot, ID: id, Serial: sr.NextSerial(opts.Stateroot, id), Origin: origin}
 	deployDir := sr.DeployDir(opts.Stateroot)
 	if err := os.MkdirAll(deployDir, 0o755); err != nil {

@@ -42,3 +42,16 @@ func (s *Store) LayerDirs(imageID string) ([]string, error) {
 	}
 	return dirs, nil
 }
+
+// ReleaseDriverMount undoes the graph driver's private bind mount of its
+// home directory (overlay makes GRAPHROOT/overlay a mount of its own). While
+// it exists, link(2) from a layer directory to a deployment on the same
+// filesystem fails with EXDEV, so deployments could not hardlink. The driver
+// is set up again by the next call that needs it. It fails if this process
+// still has layers mounted.
+func (s *Store) ReleaseDriverMount() error {
+	if _, err := s.s.Shutdown(false); err != nil {
+		return fmt.Errorf("releasing the store's driver mount: %w", err)
+	}
+	return nil
+}

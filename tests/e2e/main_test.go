@@ -56,7 +56,16 @@ type host struct {
 func newHost(t *testing.T) *host {
 	t.Helper()
 	harness.RequireRoot(t)
-	root := t.TempDir()
+	return newHostAt(t, t.TempDir())
+}
+
+// newHostAt is newHost with the sysroot at root, e.g. on a loop-mounted
+// filesystem.
+func newHostAt(t *testing.T, root string) *host {
+	t.Helper()
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() { harness.UnmountUnder(root) })
 	h := &host{t: t, root: root, policy: harness.PolicyFile(t)}
 	h.podmanC = harness.PodmanOn(t, h.storageRoot(), "overlay")
