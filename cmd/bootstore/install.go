@@ -107,7 +107,7 @@ func runInstall(cmd *cobra.Command, g *globalOptions, o *installOptions, root st
 	out := cmd.OutOrStdout()
 	o.output.say(out, "Installed %s (%s storage) as deployment %s in stateroot %s\n",
 		res.Host.Ref, d.Deployment.Origin.Storage, d.Deployment.Name(), d.Deployment.Stateroot)
-	o.output.say(out, "Files: %d, %s; %s\n", d.Build.Files, units.HumanSize(float64(d.Build.Bytes)), d.Clones)
+	o.output.say(out, "Deployed %d files, %s in %.2fs: %s\n", d.Build.Files, units.HumanSize(float64(d.Build.Bytes)), d.Duration.Seconds(), d.Clones)
 	for _, b := range res.Bound {
 		o.output.say(out, "Bound image: %s %s\n", b.Ref, b.ID)
 	}

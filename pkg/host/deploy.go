@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"time"
 
 	"github.com/bootstore/bootstore/pkg/bls"
 	"github.com/bootstore/bootstore/pkg/deploy"
@@ -53,6 +54,8 @@ type Deployed struct {
 	Entry      bls.Entry
 	Build      *deploy.Result
 	Clones     fsclone.Stats
+	// Duration is the wall time of writing the tree and fixing it up.
+	Duration time.Duration
 }
 
 // Deploy writes a new deployment of the image id from st. origin is
@@ -74,6 +77,7 @@ func Deploy(ctx context.Context, sr *sysroot.Sysroot, st *store.Store, id string
 	if err := removeStaging(staging); err != nil {
 		return nil, err
 	}
+	start := time.Now()
 	cloner := fsclone.New(opts.CopyMode)
 	res, err := deploy.Build(ctx, layers, staging, deploy.Options{
 		Cloner: deploy.ClonerFunc(func(src, dst string, shared bool) error {
@@ -91,7 +95,7 @@ func Deploy(ctx context.Context, sr *sysroot.Sysroot, st *store.Store, id string
 		os.RemoveAll(staging)
 		return nil, fmt.Errorf("deploying image %s: %w", id, err)
 	}
-	out.Build, out.Clones = res, cloner.Stats()
+	out.Build, out.Clones, out.Duration = res, cloner.Stats(), time.Since(start)
 	return out, nil
 }
 
