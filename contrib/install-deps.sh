@@ -4,7 +4,8 @@
 set -euo pipefail
 need=()
 for pair in docker-registry:docker-registry podman:podman skopeo:skopeo runc:runc \
-            mkfs.xfs:xfsprogs ostree:ostree systemd-analyze:systemd; do
+            mkfs.xfs:xfsprogs ostree:ostree systemd-analyze:systemd \
+            go-md2man:go-md2man man:man-db; do
   cmd=${pair%%:*} pkg=${pair##*:}
   command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
 done
