@@ -14,7 +14,7 @@ import (
 
 func newImageCommand(g *globalOptions) *cobra.Command {
 	cmd := &cobra.Command{Use: "image", Short: "Manage the images in the unified store"}
-	cmd.AddCommand(newImagePullCommand(g), newImageListCommand(g))
+	cmd.AddCommand(newImagePullCommand(g), newImageListCommand(g), newImageSetUnifiedCommand(g))
 	return cmd
 }
 

@@ -27,6 +27,7 @@ const (
 	exitLockHeld     = 5
 	exitBoundInvalid = 6
 	exitNotEmpty     = 7
+	exitSameContent  = 8
 )
 
 func main() {
@@ -58,7 +59,8 @@ func newRootCommand() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.PersistentFlags().StringVar(&g.sysroot, "sysroot", "/", "root of the host to operate on")
-	root.AddCommand(newImageCommand(g), newInstallCommand(g), newStatusCommand(g))
+	root.AddCommand(newImageCommand(g), newInstallCommand(g), newStatusCommand(g),
+		newUpgradeCommand(g), newSwitchCommand(g), newRollbackCommand(g), newInternalsCommand(g))
 	return root
 }
 
@@ -79,6 +81,8 @@ func exitCode(err error) int {
 		return exitBoundInvalid
 	case errors.Is(err, host.ErrNotEmpty):
 		return exitNotEmpty
+	case errors.Is(err, host.ErrSameContent):
+		return exitSameContent
 	}
 	return exitFailure
 }

@@ -12,7 +12,6 @@ import (
 	"go.podman.io/image/v5/types"
 
 	"github.com/bootstore/bootstore/pkg/bls"
-	"github.com/bootstore/bootstore/pkg/boundimages"
 	"github.com/bootstore/bootstore/pkg/fsclone"
 	"github.com/bootstore/bootstore/pkg/store"
 	"github.com/bootstore/bootstore/pkg/sysroot"
@@ -155,53 +154,14 @@ func installUnified(ctx context.Context, sr *sysroot.Sysroot, st *store.Store, o
 	return &Installed{Deployed: dep, Host: pulled.Host, Bound: pulled.Bound}, nil
 }
 
-// installSplit pulls the OS image into a temporary store, copies it into the
-// deployment, drops the store, and pulls the bound images into the unified
-// store.
+// installSplit deploys a split host: the OS image is copied into the
+// deployment and not kept; only its bound images enter the unified store.
 func installSplit(ctx context.Context, sr *sysroot.Sysroot, unified *store.Store, opts InstallOptions) (*Installed, error) {
-	tmpRoot, err := os.MkdirTemp(filepath.Dir(sr.StorageRoot()), ".split-")
+	sp, err := deploySplit(ctx, sr, unified, opts.Source, opts.Stateroot, opts.Kargs, opts.SkipBoundImages, opts.Pull, opts.Warn, nil)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("installing %s: %w", store.RefName(opts.Source), err)
 	}
-	defer os.RemoveAll(tmpRoot)
-	tmp, err := store.Open(ctx, store.Options{
-		GraphRoot: filepath.Join(tmpRoot, "storage"), RunRoot: filepath.Join(tmpRoot, "run"),
-		TempDir: sr.TempDir(), Warn: opts.Warn,
-	})
-	if err != nil {
-		return nil, err
-	}
-	defer tmp.Close()
-	host, err := tmp.PullImage(ctx, opts.Source, opts.Pull)
-	if err != nil {
-		return nil, err
-	}
-	origin, err := NewOrigin(ctx, tmp, opts.Source, host, nil, sysroot.StorageSplit, opts.Pull.System)
-	if err != nil {
-		return nil, err
-	}
-	dep, err := Deploy(ctx, sr, tmp, host.ID, origin, DeployOptions{Stateroot: opts.Stateroot, CopyMode: fsclone.Copy, Kargs: opts.Kargs})
-	if err != nil {
-		return nil, fmt.Errorf("installing %s: %w", host.Ref, err)
-	}
-	res := &Installed{Deployed: dep, Host: host}
-	if !opts.SkipBoundImages {
-		bound, err := boundimages.Discover(sr.DeploymentPath(dep.Deployment))
-		if err != nil {
-			return nil, fmt.Errorf("reading the bound images of %s: %w", host.Ref, err)
-		}
-		if res.Bound, err = unified.PullBound(ctx, host.Ref, bound, store.HostPullOptions{PullOptions: opts.Pull}); err != nil {
-			return nil, err
-		}
-		dep.Deployment.Origin.BoundImages = pulledIDs(res.Bound)
-		if err := sr.WriteOrigin(dep.Deployment); err != nil {
-			return nil, err
-		}
-	}
-	if err := tmp.Close(); err != nil {
-		return nil, err
-	}
-	return res, nil
+	return &Installed{Deployed: sp.Deployed, Host: sp.Host, Bound: sp.Bound}, nil
 }
 
 // NewOrigin describes a pulled image for a deployment's origin file.

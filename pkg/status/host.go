@@ -208,11 +208,16 @@ func Build(st *sysroot.State) *Host {
 	rollback := rollbackOf(st)
 	if st.Staged != nil {
 		h.Status.Staged = bootEntry(st.Staged)
+		h.Status.Staged.DownloadOnly = st.StagedDownloadOnly
 	}
 	if booted != nil {
 		h.Status.Booted = bootEntry(booted)
 		t := HostTypeBootcHost
 		h.Status.Type = &t
+		if st.CachedUpdate != nil {
+			// What `upgrade --check` found: image fields only.
+			h.Status.Booted.CachedUpdate = bootEntry(&sysroot.Deployment{Origin: *st.CachedUpdate}).Image
+		}
 	}
 	if rollback != nil {
 		h.Status.Rollback = bootEntry(rollback)

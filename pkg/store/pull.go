@@ -87,7 +87,7 @@ func (s *Store) PullImage(ctx context.Context, src types.ImageReference, opts Pu
 		return &Pulled{Ref: name, ID: img.ID, Digest: dgst, Fetched: false}, nil
 	}
 
-	pinned := pinDigest(src, dgst)
+	pinned := PinDigest(src, dgst)
 	layers, err := s.preflight(ctx, sys, pinned, name, opts.RequireBootable)
 	if err != nil {
 		return nil, err
@@ -167,8 +167,9 @@ func manifestDigest(ctx context.Context, sys *types.SystemContext, ref types.Ima
 	return manifest.Digest(raw)
 }
 
-// pinDigest turns a tagged registry reference into one by digest.
-func pinDigest(ref types.ImageReference, dgst digest.Digest) types.ImageReference {
+// PinDigest turns a tagged registry reference into one by digest; other
+// references are returned as they are.
+func PinDigest(ref types.ImageReference, dgst digest.Digest) types.ImageReference {
 	named := ref.DockerReference()
 	if !IsRegistry(ref) || named == nil {
 		return ref
@@ -318,4 +319,71 @@ func PolicyVerifies(sys *types.SystemContext, ref types.ImageReference) bool {
 		}
 	}
 	return false
+}
+
+// HasImage reports whether the store holds an image with this ID.
+func (s *Store) HasImage(id string) bool {
+	_, err := s.s.Image(id)
+	return err == nil
+}
+
+// RemoteDigest reads the digest of the manifest ref serves now (for a
+// registry, one manifest request).
+func RemoteDigest(ctx context.Context, sys *types.SystemContext, ref types.ImageReference) (digest.Digest, error) {
+	d, err := manifestDigest(ctx, sys, ref)
+	if err != nil {
+		return "", fmt.Errorf("reading manifest of %s: %w", transports.ImageName(ref), err)
+	}
+	return d, nil
+}
+
+// RemoteImage is what a source says about an image without a layer fetched.
+type RemoteImage struct {
+	Digest       digest.Digest
+	Labels       map[string]string
+	Architecture string
+	// Created is RFC 3339, or "" when the config has none.
+	Created string
+}
+
+// RemoteInfo reads the manifest digest and the config of ref: no layer is
+// fetched.
+func RemoteInfo(ctx context.Context, sys *types.SystemContext, ref types.ImageReference) (*RemoteImage, error) {
+	name := transports.ImageName(ref)
+	d, err := RemoteDigest(ctx, sys, ref)
+	if err != nil {
+		return nil, err
+	}
+	src, err := PinDigest(ref, d).NewImageSource(ctx, sys)
+	if err != nil {
+		return nil, fmt.Errorf("opening %s: %w", name, err)
+	}
+	img, err := image.FromSource(ctx, sys, src)
+	if err != nil {
+		src.Close()
+		return nil, fmt.Errorf("reading %s: %w", name, err)
+	}
+	defer img.Close()
+	info, err := img.Inspect(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("reading the configuration of %s: %w", name, err)
+	}
+	r := &RemoteImage{Digest: d, Labels: info.Labels, Architecture: info.Architecture}
+	if info.Created != nil {
+		r.Created = info.Created.UTC().Format("2006-01-02T15:04:05Z")
+	}
+	return r, nil
+}
+
+// AddName gives image id the store name of ref (which moves it from any
+// other image that had it).
+func (s *Store) AddName(id string, ref types.ImageReference) error {
+	named, err := storeName(ref)
+	if err != nil {
+		return err
+	}
+	if err := s.s.AddNames(id, []string{named.String()}); err != nil {
+		return fmt.Errorf("naming image %s %s: %w", id, named, err)
+	}
+	return nil
 }

@@ -38,7 +38,9 @@ func (s *Sysroot) DeployDir(stateroot string) string {
 }
 
 // VarDir is a stateroot's persistent /var.
-func (s *Sysroot) VarDir(stateroot string) string { return s.Path("ostree", "deploy", stateroot, "var") }
+func (s *Sysroot) VarDir(stateroot string) string {
+	return s.Path("ostree", "deploy", stateroot, "var")
+}
 
 // DeploymentPath is the deployment's tree.
 func (s *Sysroot) DeploymentPath(d Deployment) string {
@@ -92,6 +94,24 @@ type State struct {
 	// Staged is the deployment to be finalized into the boot order at
 	// shutdown, if any.
 	Staged *Deployment
+	// StagedEntry is the boot entry the staged deployment gets when it is
+	// finalized.
+	StagedEntry *bls.Entry
+	// StagedDownloadOnly holds the staged deployment back from
+	// finalization until `upgrade --from-downloaded`.
+	StagedDownloadOnly bool
+	// Entries are the boot entries of Deployments, in the same order.
+	Entries []bls.Entry
+	// CachedUpdate is what `upgrade --check` last found newer than the
+	// booted image (image fields only), or nil.
+	CachedUpdate *Origin
+}
+
+// stagedRecord is the staged.json file.
+type stagedRecord struct {
+	Deployment   Deployment `json:"deployment"`
+	Entry        bls.Entry  `json:"entry"`
+	DownloadOnly bool       `json:"downloadOnly"`
 }
 
 // BootedDeployment returns the booted deployment or nil.
@@ -135,6 +155,7 @@ func (s *Sysroot) Load() (*State, error) {
 			return nil, fmt.Errorf("boot entry %q: %w", e.Title, err)
 		}
 		st.Deployments = append(st.Deployments, d)
+		st.Entries = append(st.Entries, e)
 	}
 	bootedArg, err := s.bootedArg(st)
 	if err != nil {
@@ -148,22 +169,84 @@ func (s *Sysroot) Load() (*State, error) {
 	data, err := os.ReadFile(s.stagedFile())
 	switch {
 	case err == nil:
-		var staged Deployment
-		if err := json.Unmarshal(data, &staged); err != nil {
+		var rec stagedRecord
+		if err := json.Unmarshal(data, &rec); err != nil {
 			return nil, fmt.Errorf("reading %s: %w", s.stagedFile(), err)
 		}
-		if staged.Origin, err = ReadOrigin(s.OriginPath(staged)); err != nil {
+		if rec.Deployment.Origin, err = ReadOrigin(s.OriginPath(rec.Deployment)); err != nil {
 			return nil, err
 		}
-		st.Staged = &staged
+		st.Staged, st.StagedEntry, st.StagedDownloadOnly = &rec.Deployment, &rec.Entry, rec.DownloadOnly
 	case !errors.Is(err, os.ErrNotExist):
 		return nil, err
+	}
+	if data, err := os.ReadFile(s.cachedUpdateFile()); err == nil {
+		var o Origin
+		if json.Unmarshal(data, &o) == nil {
+			st.CachedUpdate = &o
+		}
 	}
 	return st, nil
 }
 
+func (s *Sysroot) cachedUpdateFile() string { return filepath.Join(s.StateDir(), "cached-update.json") }
+
+// WriteCachedUpdate records what `upgrade --check` found; nil clears it.
+func (s *Sysroot) WriteCachedUpdate(o *Origin) error {
+	if o == nil {
+		if err := os.Remove(s.cachedUpdateFile()); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+		return nil
+	}
+	data, err := json.MarshalIndent(o, "", "  ")
+	if err != nil {
+		return err
+	}
+	return WriteFileAtomic(s.cachedUpdateFile(), data, 0o644)
+}
+
+// WriteStaged records d as the staged deployment, to boot by entry once
+// finalized.
+func (s *Sysroot) WriteStaged(d Deployment, entry bls.Entry, downloadOnly bool) error {
+	data, err := json.MarshalIndent(stagedRecord{Deployment: d, Entry: entry, DownloadOnly: downloadOnly}, "", "  ")
+	if err != nil {
+		return err
+	}
+	return WriteFileAtomic(s.stagedFile(), data, 0o644)
+}
+
+// ClearStaged forgets the staged deployment (its files are the caller's).
+func (s *Sysroot) ClearStaged() error {
+	if err := os.Remove(s.stagedFile()); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// bootedFile names the deployment that was booted last, for sysroots other
+// than the running system's (written by `internals simulate-reboot`).
+func (s *Sysroot) bootedFile() string { return filepath.Join(s.StateDir(), "booted") }
+
+// MarkBooted records the deployment that boots next as booted, as a reboot
+// would. Only for sysroots other than "/": there, the kernel says.
+func (s *Sysroot) MarkBooted(d Deployment) error {
+	if s.IsHostRoot() {
+		return errors.New("the booted deployment of the running system comes from /proc/cmdline")
+	}
+	return WriteFileAtomic(s.bootedFile(), []byte(d.KernelArg()+"\n"), 0o644)
+}
+
 func (s *Sysroot) bootedArg(st *State) (string, error) {
 	if !s.IsHostRoot() {
+		if data, err := os.ReadFile(s.bootedFile()); err == nil {
+			arg := strings.TrimSpace(string(data))
+			for _, d := range st.Deployments {
+				if d.KernelArg() == arg {
+					return arg, nil
+				}
+			}
+		}
 		if len(st.Deployments) == 0 {
 			return "", nil
 		}

@@ -1,0 +1,137 @@
+package host
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/bootstore/bootstore/pkg/bls"
+	"github.com/bootstore/bootstore/pkg/etcmerge"
+	"github.com/bootstore/bootstore/pkg/sysroot"
+)
+
+// Finalized reports what FinalizeStaged did.
+type Finalized struct {
+	// Skipped says why nothing was done ("" when something was).
+	Skipped    string
+	Deployment sysroot.Deployment
+	Etc        etcmerge.Stats
+}
+
+// FinalizeStaged makes the staged deployment the default boot entry, as at
+// shutdown: the three-way /etc merge of the booted deployment's /usr/etc
+// (old defaults) and /etc (the admin's) into the staged /etc (new
+// defaults), then a new boot order of the staged and the booted deployment.
+// Deployments dropped from the boot order are removed with their kernels.
+//
+// At shutdown an upgrade may still hold the lock; FinalizeStaged waits for
+// it until ctx is done rather than lose the staged deployment.
+func FinalizeStaged(ctx context.Context, sr *sysroot.Sysroot) (*Finalized, error) {
+	lock, err := sr.Lock(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer lock.Unlock()
+	state, err := sr.Load()
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case state.Staged == nil:
+		return &Finalized{Skipped: "no staged deployment"}, nil
+	case state.StagedDownloadOnly:
+		return &Finalized{Skipped: "the staged deployment is download-only (release it with upgrade --from-downloaded)"}, nil
+	}
+	staged := *state.Staged
+	res := &Finalized{Deployment: staged}
+	entries := []bls.Entry{*state.StagedEntry}
+	if booted := state.BootedDeployment(); booted != nil {
+		bootedPath := sr.DeploymentPath(*booted)
+		res.Etc, err = etcmerge.Merge(filepath.Join(bootedPath, "usr", "etc"), filepath.Join(bootedPath, "etc"),
+			filepath.Join(sr.DeploymentPath(staged), "etc"))
+		if err != nil {
+			return nil, fmt.Errorf("merging /etc into %s: %w", staged.Name(), err)
+		}
+		entries = append(entries, state.Entries[state.Booted])
+	}
+	if err := setBootOrder(sr, entries); err != nil {
+		return nil, err
+	}
+	return res, sr.ClearStaged()
+}
+
+// Rollback makes the rollback deployment the default boot entry, with the
+// booted one after it, and drops a staged deployment.
+func Rollback(sr *sysroot.Sysroot) (*sysroot.Deployment, error) {
+	lock, err := sr.TryLock()
+	if err != nil {
+		return nil, err
+	}
+	defer lock.Unlock()
+	state, err := sr.Load()
+	if err != nil {
+		return nil, err
+	}
+	bootedIdx := state.Booted
+	if bootedIdx < 0 {
+		return nil, ErrNotBooted
+	}
+	rollbackIdx := -1
+	for i := range state.Deployments {
+		if i != bootedIdx {
+			rollbackIdx = i
+			break
+		}
+	}
+	if rollbackIdx < 0 {
+		return nil, ErrNoRollback
+	}
+	if staged := state.Staged; staged != nil {
+		if err := sr.ClearStaged(); err != nil {
+			return nil, err
+		}
+		os.RemoveAll(sr.DeploymentPath(*staged))
+		os.Remove(sr.OriginPath(*staged))
+	}
+	entries := []bls.Entry{state.Entries[rollbackIdx], state.Entries[bootedIdx]}
+	if err := setBootOrder(sr, entries); err != nil {
+		return nil, err
+	}
+	return &state.Deployments[rollbackIdx], nil
+}
+
+// SimulateReboot records the deployment that boots next as the booted one,
+// for a sysroot that is not the running system (tests, image builds).
+func SimulateReboot(sr *sysroot.Sysroot) (*sysroot.Deployment, error) {
+	lock, err := sr.TryLock()
+	if err != nil {
+		return nil, err
+	}
+	defer lock.Unlock()
+	state, err := sr.Load()
+	if err != nil {
+		return nil, err
+	}
+	if len(state.Deployments) == 0 {
+		return nil, errors.New("no boot entry to boot")
+	}
+	return &state.Deployments[0], sr.MarkBooted(state.Deployments[0])
+}
+
+// setBootOrder writes the boot entries, then removes the deployments and
+// kernels no entry and no staged record references any more.
+func setBootOrder(sr *sysroot.Sysroot, entries []bls.Entry) error {
+	if err := bls.Write(sr.Root, entries); err != nil {
+		return fmt.Errorf("writing boot entries: %w", err)
+	}
+	state, err := sr.Load()
+	if err != nil {
+		return err
+	}
+	if err := RemoveLeftovers(sr, state); err != nil {
+		return err
+	}
+	return bls.PruneKernels(sr.Root, entries)
+}
