@@ -94,9 +94,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Stats counts the paths each rule decided, for the log. Every path of the
-// three trees counts under at most one rule, and a directory counts once
-// plus once for each path below it.
+// Stats counts the paths each rule decided, for the log. Each path of the
+// three trees counts under at most one rule; a directory and each entry
+// below it count separately.
 type Stats struct {
 	// AdminKept: paths the admin changed whose entry is current's in the
 	// result. Directories kept only to hold an admin's change below them do
@@ -125,7 +125,7 @@ func (s Stats) String() string {
 // Error is returned by Merge for a failure about one path.
 type Error struct {
 	Path string // the path in one of the three trees ("/sysroot/.../etc/ssh")
-	Op   string // what failed: "open", "copy", "unlink", ...
+	Op   string // what failed: "open", "unlink", "setxattr user.x", ...
 	Err  error
 }
 
@@ -598,7 +598,7 @@ func (m *merger) countCommonBelow(o, n *dir, name string) (int, error) {
 // everything below it.
 func (m *merger) removeAll(n *dir, name string, st *unix.Stat_t) error {
 	if n.t != m.newDefault {
-		panic("etcmerge: removeAll outside newDefault")
+		return n.errAt(name, "remove", errors.New("not in newDefault (a bug)"))
 	}
 	if isDir(st) {
 		sub, err := m.openSub(n, name, st)

@@ -22,6 +22,8 @@ import (
 	"strings"
 	"time"
 
+	securejoin "github.com/cyphar/filepath-securejoin"
+
 	"github.com/bootstore/bootstore/pkg/bls"
 	"github.com/bootstore/bootstore/pkg/deploy"
 	"github.com/bootstore/bootstore/pkg/fsclone"
@@ -31,6 +33,9 @@ import (
 
 // ErrNoUsr is returned for an image that has no /usr to boot.
 var ErrNoUsr = errors.New("image has no /usr")
+
+// ErrBadTree is returned for an image whose tree bootstore refuses to deploy.
+var ErrBadTree = errors.New("image cannot be deployed")
 
 // StorageLink is where a deployment finds the unified store on a booted host
 // (bootc's convention: the physical root is mounted at /sysroot).
@@ -149,8 +154,16 @@ func finishDeployment(ctx context.Context, sr *sysroot.Sysroot, staging string, 
 // a later three-way merge knows the old defaults. It is a real copy.
 func etcDefaults(ctx context.Context, tree string) error {
 	etc := filepath.Join(tree, "etc")
-	if _, err := os.Lstat(etc); errors.Is(err, os.ErrNotExist) {
+	fi, err := os.Lstat(etc)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
 		return os.Mkdir(filepath.Join(tree, "usr", "etc"), 0o755)
+	case err != nil:
+		return err
+	case !fi.IsDir():
+		// A symlinked /etc would make the copy below read whatever it
+		// points at on this machine.
+		return fmt.Errorf("%w: the image's /etc is a %s, not a directory", ErrBadTree, fi.Mode().Type())
 	}
 	usrEtc := filepath.Join(tree, "usr", "etc")
 	if err := os.RemoveAll(usrEtc); err != nil {
@@ -158,7 +171,7 @@ func etcDefaults(ctx context.Context, tree string) error {
 	}
 	// The built /etc is a plain tree (no whiteouts), so Build copies it
 	// faithfully: owners, modes, xattrs, times, hardlinks.
-	_, err := deploy.Build(ctx, []string{etc}, usrEtc, deploy.Options{MutablePrefixes: []string{"/"}, Workers: 1})
+	_, err = deploy.Build(ctx, []string{etc}, usrEtc, deploy.Options{MutablePrefixes: []string{"/"}, Workers: 1})
 	if err != nil {
 		return fmt.Errorf("keeping /etc as /usr/etc: %w", err)
 	}
@@ -192,12 +205,28 @@ func seedVar(ctx context.Context, stateVar, treeVar string) error {
 	return os.Mkdir(treeVar, 0o755)
 }
 
-// storageLink points /usr/lib/bootc/storage at the unified store.
+// storageLink points /usr/lib/bootc/storage at the unified store. An image
+// whose /usr/lib or /usr/lib/bootc is not a real directory is refused: a
+// symlink there would make this write outside the deployment, or change
+// what the image ships.
 func storageLink(tree string) error {
-	link := filepath.Join(tree, "usr", "lib", "bootc", "storage")
-	if err := os.MkdirAll(filepath.Dir(link), 0o755); err != nil {
-		return err
+	dir := tree
+	for _, name := range []string{"usr", "lib", "bootc"} {
+		dir = filepath.Join(dir, name)
+		fi, err := os.Lstat(dir)
+		switch {
+		case errors.Is(err, os.ErrNotExist):
+			if err := os.Mkdir(dir, 0o755); err != nil {
+				return err
+			}
+		case err != nil:
+			return err
+		case !fi.IsDir():
+			rel, _ := filepath.Rel(tree, dir)
+			return fmt.Errorf("%w: the image's /%s is a %s, not a directory", ErrBadTree, rel, fi.Mode().Type())
+		}
 	}
+	link := filepath.Join(dir, "storage")
 	if err := os.RemoveAll(link); err != nil {
 		return err
 	}
@@ -207,7 +236,11 @@ func storageLink(tree string) error {
 // prettyName reads PRETTY_NAME from the tree's os-release.
 func prettyName(tree string) string {
 	for _, p := range []string{"usr/lib/os-release", "etc/os-release"} {
-		data, err := os.ReadFile(filepath.Join(tree, p))
+		path, err := securejoin.SecureJoin(tree, p)
+		if err != nil {
+			continue
+		}
+		data, err := os.ReadFile(path)
 		if err != nil {
 			continue
 		}

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	securejoin "github.com/cyphar/filepath-securejoin"
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sys/unix"
 
@@ -143,6 +144,10 @@ func shareTree(tree string, layers []string, cloner *fsclone.Cloner, res *Unifie
 func twin(layers []string, rel string) string {
 	for i := len(layers) - 1; i >= 0; i-- {
 		p := filepath.Join(layers[i], rel)
+		// A path through a symlink in the layer is not the layer's file.
+		if resolved, err := securejoin.SecureJoin(layers[i], rel); err != nil || resolved != p {
+			continue
+		}
 		fi, err := os.Lstat(p)
 		if err != nil {
 			continue
