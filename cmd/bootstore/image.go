@@ -9,12 +9,14 @@ import (
 	"github.com/docker/go-units"
 	"github.com/spf13/cobra"
 
+	"github.com/bootstore/bootstore/pkg/gc"
 	"github.com/bootstore/bootstore/pkg/store"
 )
 
 func newImageCommand(g *globalOptions) *cobra.Command {
 	cmd := &cobra.Command{Use: "image", Short: "Manage the images in the unified store"}
-	cmd.AddCommand(newImagePullCommand(g), newImageListCommand(g), newImageSetUnifiedCommand(g))
+	cmd.AddCommand(newImagePullCommand(g), newImageListCommand(g), newImageSetUnifiedCommand(g),
+		newImagePinCommand(g, false), newImagePinCommand(g, true))
 	return cmd
 }
 
@@ -105,7 +107,7 @@ func newImageListCommand(g *globalOptions) *cobra.Command {
 				return err
 			}
 			defer sess.Close()
-			infos, err := sess.store.List()
+			infos, err := gc.Inventory(sess.root, sess.store)
 			if err != nil {
 				return err
 			}
@@ -122,8 +124,8 @@ func newImageListCommand(g *globalOptions) *cobra.Command {
 	return cmd
 }
 
-func printImageTable(cmd *cobra.Command, infos []store.ImageInfo) {
-	byID := map[string]store.ImageInfo{}
+func printImageTable(cmd *cobra.Command, infos []gc.ImageUse) {
+	byID := map[string]gc.ImageUse{}
 	for _, i := range infos {
 		byID[i.ID] = i
 	}
@@ -134,7 +136,7 @@ func printImageTable(cmd *cobra.Command, infos []store.ImageInfo) {
 		return shortID(id)
 	}
 	w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "NAME\tIMAGE ID\tDIGEST\tSIZE\tROLE")
+	fmt.Fprintln(w, "NAME\tIMAGE ID\tDIGEST\tSIZE\tUNIQUE\tROLE\tUSED BY")
 	for _, i := range infos {
 		name := "<none>"
 		if len(i.Names) > 0 {
@@ -152,13 +154,21 @@ func printImageTable(cmd *cobra.Command, infos []store.ImageInfo) {
 				roles = append(roles, r)
 			}
 		}
-		role := strings.Join(roles, "; ")
-		if role == "" {
-			role = "-"
+		var users []string
+		for _, c := range i.Consumers {
+			users = append(users, c.Kind+" "+c.Name)
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", name, shortID(i.ID), shortDigest(i.Digest), units.HumanSize(float64(i.Size)), role)
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", name, shortID(i.ID), shortDigest(i.Digest), units.HumanSize(float64(i.Size)),
+			units.HumanSize(float64(i.UniqueBytes)), orDash(strings.Join(roles, "; ")), orDash(strings.Join(users, ", ")))
 	}
 	w.Flush()
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }
 
 func shortID(id string) string {

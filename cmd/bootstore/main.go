@@ -60,7 +60,7 @@ func newRootCommand() *cobra.Command {
 	}
 	root.PersistentFlags().StringVar(&g.sysroot, "sysroot", "/", "root of the host to operate on")
 	root.AddCommand(newImageCommand(g), newInstallCommand(g), newStatusCommand(g),
-		newUpgradeCommand(g), newSwitchCommand(g), newRollbackCommand(g), newInternalsCommand(g))
+		newUpgradeCommand(g), newSwitchCommand(g), newRollbackCommand(g), newInternalsCommand(g), newGCCommand(g))
 	return root
 }
 

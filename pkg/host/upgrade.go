@@ -13,6 +13,7 @@ import (
 
 	"github.com/bootstore/bootstore/pkg/bls"
 	"github.com/bootstore/bootstore/pkg/fsclone"
+	"github.com/bootstore/bootstore/pkg/gc"
 	"github.com/bootstore/bootstore/pkg/store"
 	"github.com/bootstore/bootstore/pkg/sysroot"
 )
@@ -50,6 +51,8 @@ type StageResult struct {
 	Bound  []*store.Pulled
 	// Released: a download-only deployment was released.
 	Released bool
+	// GC is the collection run after staging.
+	GC *gc.Result
 }
 
 // SourceOf turns a deployment's origin back into an image reference.
@@ -110,10 +113,21 @@ func stage(ctx context.Context, sr *sysroot.Sysroot, src types.ImageReference, o
 	}
 	defer unified.Close()
 
+	var res *StageResult
 	if booted.Origin.Storage == sysroot.StorageUnified || unified.HasImage(booted.ID) {
-		return stageUnified(ctx, sr, unified, state, src, switching, opts)
+		res, err = stageUnified(ctx, sr, unified, state, src, switching, opts)
+	} else {
+		res, err = stageSplit(ctx, sr, unified, state, src, switching, opts)
 	}
-	return stageSplit(ctx, sr, unified, state, src, switching, opts)
+	if err != nil || res.Staged == nil {
+		return res, err
+	}
+	// Collect after every staging: what the replaced staged deployment or
+	// the previous bound images held is free now.
+	if res.GC, err = gc.Collect(ctx, sr, unified, false); err != nil {
+		return res, fmt.Errorf("staged %s, but garbage collection failed: %w", res.Staged.Deployment.Name(), err)
+	}
+	return res, nil
 }
 
 // check records the newer image's metadata without fetching a layer.

@@ -64,21 +64,31 @@ func (s *Store) removeNewOrphanLayers(before map[string]bool) error {
 	if before == nil {
 		return nil
 	}
-	used, err := s.usedLayers()
+	orphans, err := s.orphanLayers(func(id string) bool { return before[id] })
 	if err != nil {
 		return err
+	}
+	return s.deleteLayersChildrenFirst(orphans)
+}
+
+// orphanLayers returns the layers no image or container reaches, except
+// those keep accepts.
+func (s *Store) orphanLayers(keep func(id string) bool) ([]storage.Layer, error) {
+	used, err := s.usedLayers()
+	if err != nil {
+		return nil, err
 	}
 	layers, err := s.s.Layers()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	var orphans []storage.Layer
 	for _, l := range layers {
-		if !before[l.ID] && !used[l.ID] {
+		if !used[l.ID] && (keep == nil || !keep(l.ID)) {
 			orphans = append(orphans, l)
 		}
 	}
-	return s.deleteLayersChildrenFirst(orphans)
+	return orphans, nil
 }
 
 // deleteLayersChildrenFirst deletes layers so that no layer is deleted while
@@ -113,8 +123,52 @@ func (s *Store) deleteLayersChildrenFirst(layers []storage.Layer) error {
 
 // removeImage deletes an image a pull just made and the layers it added.
 func (s *Store) removeImage(id string, before map[string]bool) error {
+	if err := s.RemoveImage(id); err != nil {
+		return err
+	}
+	return s.removeNewOrphanLayers(before)
+}
+
+// OrphanLayers returns the IDs of the layers no image or container reaches.
+func (s *Store) OrphanLayers() ([]string, error) {
+	orphans, err := s.orphanLayers(nil)
+	ids := make([]string, len(orphans))
+	for i, l := range orphans {
+		ids[i] = l.ID
+	}
+	return ids, err
+}
+
+// RemoveOrphanLayers deletes every layer no image or container reaches and
+// returns how many went.
+func (s *Store) RemoveOrphanLayers() (int, error) {
+	orphans, err := s.orphanLayers(nil)
+	if err != nil {
+		return 0, err
+	}
+	return len(orphans), s.deleteLayersChildrenFirst(orphans)
+}
+
+// RemoveImage deletes an image and the layers only it used, through the
+// storage library.
+func (s *Store) RemoveImage(id string) error {
 	if _, err := s.s.DeleteImage(id, true); err != nil {
 		return fmt.Errorf("removing image %s: %w", id, err)
 	}
-	return s.removeNewOrphanLayers(before)
+	return nil
+}
+
+// ResolveImage returns the ID of the image called name (a name, an ID or
+// an unambiguous ID prefix).
+func (s *Store) ResolveImage(name string) (string, error) {
+	img, err := s.s.Image(name)
+	if err != nil {
+		if named, perr := storeNameOf(name); perr == nil {
+			if img, err = s.s.Image(named); err == nil {
+				return img.ID, nil
+			}
+		}
+		return "", fmt.Errorf("image %s: %w", name, err)
+	}
+	return img.ID, nil
 }

@@ -55,3 +55,29 @@ func (s *Store) ReleaseDriverMount() error {
 	}
 	return nil
 }
+
+// LayerChains returns, per image ID, the IDs of the layers it uses (top
+// first), and every layer's uncompressed size.
+func (s *Store) LayerChains() (map[string][]string, map[string]int64, error) {
+	layers, err := s.s.Layers()
+	if err != nil {
+		return nil, nil, err
+	}
+	parent := make(map[string]string, len(layers))
+	sizes := make(map[string]int64, len(layers))
+	for _, l := range layers {
+		parent[l.ID] = l.Parent
+		sizes[l.ID] = l.UncompressedSize
+	}
+	images, err := s.s.Images()
+	if err != nil {
+		return nil, nil, err
+	}
+	chains := make(map[string][]string, len(images))
+	for _, img := range images {
+		for id := img.TopLayer; id != ""; id = parent[id] {
+			chains[img.ID] = append(chains[img.ID], id)
+		}
+	}
+	return chains, sizes, nil
+}

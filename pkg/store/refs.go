@@ -87,3 +87,13 @@ func storeName(ref types.ImageReference) (reference.Named, error) {
 	}
 	return named, nil
 }
+
+// storeNameOf normalises a registry name the way pulls name images
+// (docker.io/library/, :latest).
+func storeNameOf(name string) (string, error) {
+	named, err := reference.ParseNormalizedNamed(name)
+	if err != nil {
+		return "", err
+	}
+	return reference.TagNameOnly(named).String(), nil
+}
