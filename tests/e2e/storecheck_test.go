@@ -50,10 +50,17 @@ func (h *host) storeContents() (layers []storeLayer, images []storeImage) {
 	return layers, images
 }
 
-// orphanLayers returns the layers no image reaches.
+// orphanLayers returns the layers no image or container reaches.
 func (h *host) orphanLayers() []string {
 	h.t.Helper()
 	layers, images := h.storeContents()
+	var containers []struct {
+		Layer string `json:"layer"`
+	}
+	readJSONFile(h.t, filepath.Join(h.storageRoot(), "overlay-containers", "containers.json"), &containers)
+	for _, c := range containers {
+		images = append(images, storeImage{TopLayer: c.Layer})
+	}
 	parent := map[string]string{}
 	for _, l := range layers {
 		parent[l.ID] = l.Parent
