@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/docker/go-units"
 	"github.com/spf13/cobra"
 
 	"github.com/bootstore/bootstore/pkg/fsclone"
@@ -139,8 +140,14 @@ func reportStage(cmd *cobra.Command, sr *sysroot.Sysroot, f *stageFlags, res *ho
 		f.output.say(out, "No update available.\n")
 		return nil
 	case res.Staged != nil:
-		f.output.say(out, "Staged %s as %s (%s storage; bound images: %d)\n", res.Host.Ref, res.Staged.Deployment.Name(),
-			res.Staged.Deployment.Origin.Storage, len(res.Bound))
+		d := res.Staged.Deployment
+		f.output.event(out, map[string]string{
+			"BOOTSTORE_IMAGE": res.Host.Ref, "BOOTSTORE_IMAGE_DIGEST": d.Origin.ManifestDigest,
+			"BOOTSTORE_DEPLOYMENT": d.Name(), "BOOTSTORE_STORAGE": d.Origin.Storage,
+		}, "Staged %s as %s (%s storage; bound images: %d)\n", res.Host.Ref, d.Name(), d.Origin.Storage, len(res.Bound))
+		if res.GC != nil && res.GC.Freed > 0 {
+			f.output.say(out, "Garbage collection freed %s\n", units.HumanSize(float64(res.GC.Freed)))
+		}
 	}
 	if !f.apply {
 		return nil

@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
+	"github.com/coreos/go-systemd/v22/journal"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
@@ -37,7 +39,24 @@ func (o *outputOptions) reporters() (bars io.Writer, sink progress.Sink, closeFn
 		}
 		sink, closeFn = j, j.Close
 	}
+	if n := progress.NewNotify(); n != nil {
+		sink = progress.Multi(sink, n)
+	}
 	return bars, sink, closeFn, nil
+}
+
+// event prints a line unless --quiet and, when stdout is the journal (a
+// systemd unit), sends it as a journal entry with structured fields
+// (BOOTSTORE_IMAGE=..., BOOTSTORE_DEPLOYMENT=...) instead, so
+// `journalctl BOOTSTORE_DEPLOYMENT=...` finds it.
+func (o *outputOptions) event(w io.Writer, fields map[string]string, format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	if isJournal, _ := journal.StdoutIsJournalStream(); isJournal && journal.Enabled() {
+		if journal.Send(strings.TrimSpace(msg), journal.PriInfo, fields) == nil {
+			return
+		}
+	}
+	o.say(w, "%s", msg)
 }
 
 // say prints a line unless --quiet.
