@@ -137,8 +137,8 @@ func reportStage(cmd *cobra.Command, sr *sysroot.Sysroot, f *stageFlags, res *ho
 		f.output.say(out, "\n")
 		return nil
 	case res.UpToDate:
+		// With --apply, what is already staged is still applied.
 		f.output.say(out, "No update available.\n")
-		return nil
 	case res.Staged != nil:
 		d := res.Staged.Deployment
 		f.output.event(out, map[string]string{
@@ -159,6 +159,14 @@ func reportStage(cmd *cobra.Command, sr *sysroot.Sysroot, f *stageFlags, res *ho
 // running system cannot reboot: there, the staged deployment is finalized
 // and recorded as booted, which is what the reboot would have done.
 func apply(cmd *cobra.Command, sr *sysroot.Sysroot, o outputOptions) error {
+	state, err := sr.Load()
+	if err != nil {
+		return err
+	}
+	if state.Staged == nil || state.StagedDownloadOnly {
+		o.say(cmd.OutOrStdout(), "Nothing staged to apply; not rebooting.\n")
+		return nil
+	}
 	if sr.IsHostRoot() {
 		return host.Logind{}.Reboot(cmd.Context())
 	}
