@@ -65,15 +65,11 @@ func FinalizeStaged(ctx context.Context, sr *sysroot.Sysroot) (*Finalized, error
 // Rollback makes the rollback deployment the default boot entry, with the
 // booted one after it, and drops a staged deployment.
 func Rollback(sr *sysroot.Sysroot) (*sysroot.Deployment, error) {
-	lock, err := sr.TryLock()
+	lock, state, err := lockAndLoad(sr)
 	if err != nil {
 		return nil, err
 	}
 	defer lock.Unlock()
-	state, err := sr.Load()
-	if err != nil {
-		return nil, err
-	}
 	bootedIdx := state.Booted
 	if bootedIdx < 0 {
 		return nil, ErrNotBooted
@@ -105,15 +101,11 @@ func Rollback(sr *sysroot.Sysroot) (*sysroot.Deployment, error) {
 // SimulateReboot records the deployment that boots next as the booted one,
 // for a sysroot that is not the running system (tests, image builds).
 func SimulateReboot(sr *sysroot.Sysroot) (*sysroot.Deployment, error) {
-	lock, err := sr.TryLock()
+	lock, state, err := lockAndLoad(sr)
 	if err != nil {
 		return nil, err
 	}
 	defer lock.Unlock()
-	state, err := sr.Load()
-	if err != nil {
-		return nil, err
-	}
 	if len(state.Deployments) == 0 {
 		return nil, errors.New("no boot entry to boot")
 	}

@@ -41,22 +41,11 @@ type Unified struct {
 // and times, each by an atomic rename, so a crash leaves a mix that a rerun
 // completes.
 func SetUnified(ctx context.Context, sr *sysroot.Sysroot, pull store.PullOptions, warn io.Writer) (*Unified, error) {
-	lock, err := sr.TryLock()
+	lock, _, booted, err := lockBooted(sr)
 	if err != nil {
 		return nil, err
 	}
 	defer lock.Unlock()
-	if err := sr.CleanTemp(); err != nil {
-		return nil, err
-	}
-	state, err := sr.Load()
-	if err != nil {
-		return nil, err
-	}
-	booted := state.BootedDeployment()
-	if booted == nil {
-		return nil, ErrNotBooted
-	}
 	src, err := SourceOf(booted.Origin)
 	if err != nil {
 		return nil, err

@@ -76,22 +76,11 @@ func Switch(ctx context.Context, sr *sysroot.Sysroot, src types.ImageReference, 
 }
 
 func stage(ctx context.Context, sr *sysroot.Sysroot, src types.ImageReference, opts StageOptions) (*StageResult, error) {
-	lock, err := sr.TryLock()
+	lock, state, booted, err := lockBooted(sr)
 	if err != nil {
 		return nil, err
 	}
 	defer lock.Unlock()
-	if err := sr.CleanTemp(); err != nil {
-		return nil, err
-	}
-	state, err := sr.Load()
-	if err != nil {
-		return nil, err
-	}
-	booted := state.BootedDeployment()
-	if booted == nil {
-		return nil, ErrNotBooted
-	}
 	if opts.FromDownloaded {
 		return release(sr, state)
 	}
