@@ -25,12 +25,19 @@ type ImageInfo struct {
 	BoundBy []string `json:"boundBy"`
 	// BoundImages lists, for a host image, the image IDs it binds.
 	BoundImages []string `json:"boundImages"`
+	// Layers are the image's layers, base first, each saying whether it was
+	// pulled partially (partial.go).
+	Layers []LayerInfo `json:"layers"`
 }
 
 // List returns every image in the store, newest first, with the roles
 // recorded at pull time.
 func (s *Store) List() ([]ImageInfo, error) {
 	imgs, err := s.s.Images()
+	if err != nil {
+		return nil, err
+	}
+	byLayerID, err := s.layersByID()
 	if err != nil {
 		return nil, err
 	}
@@ -45,6 +52,7 @@ func (s *Store) List() ([]ImageInfo, error) {
 		infos = append(infos, ImageInfo{
 			ID: img.ID, Names: nonNil(img.Names), Digest: img.Digest.String(), Size: size, Created: img.Created,
 			Roles: []string{}, BoundBy: []string{}, BoundImages: []string{},
+			Layers: layerChain(byLayerID, img.TopLayer),
 		})
 	}
 	for i := range infos {

@@ -87,12 +87,13 @@ func (s *Store) PullImage(ctx context.Context, src types.ImageReference, opts Pu
 		return &Pulled{Ref: name, ID: img.ID, Digest: dgst, Fetched: false}, nil
 	}
 
+	s.notePartialPullsOff()
 	pinned := PinDigest(src, dgst)
 	layers, err := s.preflight(ctx, sys, pinned, name, opts.RequireBootable)
 	if err != nil {
 		return nil, err
 	}
-	dest, err := istorage.Transport.NewStoreReference(s.s, named, "")
+	dest, err := istorage.Transport.NewStoreReference(partialGuard{s.s}, named, "")
 	if err != nil {
 		return nil, fmt.Errorf("naming %s in the store: %w", named, err)
 	}
@@ -226,7 +227,7 @@ func (s *Store) preflight(ctx context.Context, sys *types.SystemContext, ref typ
 	}
 	need := img.ConfigInfo().Size
 	for _, l := range layers {
-		if l.Size > 0 && !s.hasLayer(l.Digest) {
+		if l.Size > 0 && !s.hasBlob(l) {
 			need += l.Size
 		}
 	}

@@ -25,6 +25,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"go.podman.io/storage"
@@ -70,6 +71,10 @@ type Store struct {
 	s      storage.Store
 	opts   Options
 	driver string
+	// created is set when this process created the store (and so already
+	// warned about a vfs fallback); partialNote says the rest once.
+	created     bool
+	partialNote sync.Once
 }
 
 // Open opens the store at opts.GraphRoot, creating it if it does not exist.
@@ -78,8 +83,10 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		opts.Warn = io.Discard
 	}
 	rec, err := readRecord(opts.GraphRoot)
+	created := false
 	if errors.Is(err, os.ErrNotExist) {
 		rec, err = create(ctx, opts)
+		created = true
 	}
 	if err != nil {
 		return nil, err
@@ -88,7 +95,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening store %s (driver %s): %w", opts.GraphRoot, rec.Driver, err)
 	}
-	return &Store{s: s, opts: opts, driver: rec.Driver}, nil
+	return &Store{s: s, opts: opts, driver: rec.Driver, created: created}, nil
 }
 
 // Exists reports whether a store was created at graphRoot.
@@ -117,6 +124,7 @@ func storeOptions(graphRoot, runRoot, driver string) types.StoreOptions {
 		GraphRoot:       graphRoot,
 		RunRoot:         runRoot,
 		GraphDriverName: driver,
+		PullOptions:     partialPullOptions(),
 	}
 }
 
