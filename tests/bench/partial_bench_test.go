@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -35,7 +34,7 @@ func BenchmarkPartial(b *testing.B) {
 	size, files := envInt("BOOTSTORE_BENCH_MB", 300)<<20, envInt("BOOTSTORE_BENCH_FILES", 10000)
 
 	big := harness.BigImage(b, int64(size), files, 1)
-	bigV2, changed := changeInPlace(big, 0.02, 2)
+	bigV2, changed := harness.ChangeFilesInPlace(big, 0.02, 2)
 	v1 := harness.OSImage(b, harness.OSImageOptions{Bootable: true, Version: "1", ExtraLayers: big.Layers})
 	v2 := harness.OSImage(b, harness.OSImageOptions{Bootable: true, Version: "2", ExtraLayers: bigV2.Layers})
 	lbi := lbiFromOS(b, bigV2, 3)
@@ -155,35 +154,6 @@ func lbiFromOS(t testing.TB, os harness.Image, n int) harness.Image {
 		}
 	}
 	return harness.Image{Layers: []harness.Layer{harness.WithParents(l)}, Labels: map[string]string{"bench": "lbi"}, Cmd: []string{"/usr/bin/true"}}
-}
-
-// changeInPlace rewrites round(fraction*N) of img's N regular files (as
-// harness.ChangeFiles picks them) inside the layers that hold them, as a
-// rebuilt image does, and returns the changed paths.
-func changeInPlace(img harness.Image, fraction float64, seed int64) (harness.Image, map[string]bool) {
-	changed := harness.ChangeFiles(img, fraction, seed)
-	repl := map[string]harness.Entry{}
-	for _, e := range changed.Layers[len(changed.Layers)-1] {
-		if e.Type == harness.File {
-			repl[path.Clean("/"+e.Path)] = e
-		}
-	}
-	out := img
-	out.Layers = make([]harness.Layer, len(img.Layers))
-	paths := map[string]bool{}
-	for i, l := range img.Layers {
-		nl := slices.Clone(l)
-		for j, e := range nl {
-			p := path.Clean("/" + e.Path)
-			if r, ok := repl[p]; ok && e.Type == harness.File {
-				r.Path, r.ModTime = e.Path, e.ModTime
-				nl[j] = r
-				paths[p] = true
-			}
-		}
-		out.Layers[i] = nl
-	}
-	return out, paths
 }
 
 func runBootstore(b *testing.B, bin string, args ...string) string {

@@ -10,7 +10,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path"
 	"path/filepath"
 	"slices"
@@ -65,36 +64,6 @@ func (h *host) layersOf(name string) []layerInfo {
 	}
 	h.t.Fatalf("image list does not show %s:\n%s", name, res.stdout)
 	return nil
-}
-
-// changeInPlace rewrites round(fraction*N) of img's N regular files (as
-// harness.ChangeFiles picks them) inside the layers that hold them, instead
-// of adding a layer on top: the way a rebuilt OS image changes. It returns
-// the new image and the changed paths.
-func changeInPlace(img harness.Image, fraction float64, seed int64) (harness.Image, map[string]bool) {
-	changed := harness.ChangeFiles(img, fraction, seed)
-	repl := map[string]harness.Entry{}
-	for _, e := range changed.Layers[len(changed.Layers)-1] {
-		if e.Type == harness.File {
-			repl[path.Clean("/"+e.Path)] = e
-		}
-	}
-	out := img
-	out.Layers = make([]harness.Layer, len(img.Layers))
-	paths := map[string]bool{}
-	for i, l := range img.Layers {
-		nl := slices.Clone(l)
-		for j, e := range nl {
-			p := path.Clean("/" + e.Path)
-			if r, ok := repl[p]; ok && e.Type == harness.File {
-				r.Path, r.ModTime = e.Path, e.ModTime
-				nl[j] = r
-				paths[p] = true
-			}
-		}
-		out.Layers[i] = nl
-	}
-	return out, paths
 }
 
 // tocEntry is the part of a zstd:chunked TOC entry the tests read.
@@ -277,7 +246,7 @@ func TestPartialUpgradeFetchesOnlyChangedFiles(t *testing.T) {
 	h := newHost(t)
 	reg := harness.StartRegistry(t)
 	big := harness.BigImage(t, 40<<20, 2000, 5)
-	bigV2, changed := changeInPlace(big, 0.02, 6)
+	bigV2, changed := harness.ChangeFilesInPlace(big, 0.02, 6)
 	v1 := harness.OSImage(t, harness.OSImageOptions{Bootable: true, Version: "1", ExtraLayers: big.Layers})
 	v2 := harness.OSImage(t, harness.OSImageOptions{Bootable: true, Version: "2", ExtraLayers: bigV2.Layers})
 	reg.Push(t, v1, "os:latest", "zstd:chunked")
@@ -375,7 +344,7 @@ func newPartialFixture(t *testing.T) *partialFixture {
 	t.Helper()
 	reg := harness.StartRegistry(t)
 	big := harness.BigImage(t, 12<<20, 600, 8)
-	bigV2, _ := changeInPlace(big, 0.05, 9)
+	bigV2, _ := harness.ChangeFilesInPlace(big, 0.05, 9)
 	f := &partialFixture{reg: reg,
 		v1: harness.OSImage(t, harness.OSImageOptions{Bootable: true, Version: "1", ExtraLayers: big.Layers}),
 		v2: harness.OSImage(t, harness.OSImageOptions{Bootable: true, Version: "2", ExtraLayers: bigV2.Layers}),
@@ -788,19 +757,8 @@ func TestPartialPullMatchesFullPull(t *testing.T) {
 // zstd:chunked image is pulled whole, `image list` says so, and the pull
 // says once that partial pulls are off.
 func TestPartialPullsOffOnVFS(t *testing.T) {
-	h := newHost(t)
-	harness.RequireCommand(t, "mkfs.ext4")
-	img := filepath.Join(t.TempDir(), "nodtype.img")
-	for _, args := range [][]string{
-		{"truncate", "-s", "256M", img},
-		{"mkfs.ext4", "-q", "-O", "^filetype", img},
-		{"mount", "-o", "loop", img, h.root},
-	} {
-		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
-			t.Skipf("%v: %v\n%s", args, err, out)
-		}
-	}
-	t.Cleanup(func() { exec.Command("umount", h.root).Run() })
+	// ext4 without d_type: overlayfs refuses it.
+	h := newHostAt(t, filepath.Join(harness.LoopFS(t, 256<<20, harness.MkfsExt4NoDType...), "root"))
 	reg := harness.StartRegistry(t)
 	app1, app2 := harness.AppImage(t, "p1"), harness.AppImage(t, "p2")
 	reg.Push(t, app1, "apps/p1:1", "zstd:chunked")

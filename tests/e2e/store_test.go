@@ -3,7 +3,6 @@ package e2e
 import (
 	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -17,19 +16,8 @@ import (
 // without d_type, which overlayfs refuses) falls back to vfs loudly, records
 // the choice once, and still serves podman.
 func TestStoreFallsBackToVFSLoudly(t *testing.T) {
-	h := newHost(t)
-	harness.RequireCommand(t, "mkfs.ext4")
-	img := filepath.Join(t.TempDir(), "nodtype.img")
-	for _, args := range [][]string{
-		{"truncate", "-s", "256M", img},
-		{"mkfs.ext4", "-q", "-O", "^filetype", img},
-		{"mount", "-o", "loop", img, h.root},
-	} {
-		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
-			t.Skipf("%v: %v\n%s", args, err, out)
-		}
-	}
-	t.Cleanup(func() { exec.Command("umount", h.root).Run() }) // mount -o loop detaches the loop device
+	// ext4 without d_type: overlayfs refuses it.
+	h := newHostAt(t, filepath.Join(harness.LoopFS(t, 256<<20, harness.MkfsExt4NoDType...), "root"))
 	reg := harness.StartRegistry(t)
 	reg.Push(t, harness.OSImage(t, harness.OSImageOptions{Bootable: true, Version: "1"}), "os:v1", "gzip")
 

@@ -6,6 +6,8 @@ import (
 	"io"
 	"math"
 	"math/rand/v2"
+	"path"
+	"slices"
 	"testing"
 )
 
@@ -152,4 +154,34 @@ func (d *dataReader) Read(p []byte) (int, error) {
 		n += c
 	}
 	return n, nil
+}
+
+// ChangeFilesInPlace rewrites round(fraction*N) of img's N regular files (as
+// ChangeFiles picks them) inside the layers that hold them, instead
+// of adding a layer on top: the way a rebuilt OS image changes. It returns
+// the new image and the changed paths.
+func ChangeFilesInPlace(img Image, fraction float64, seed int64) (Image, map[string]bool) {
+	changed := ChangeFiles(img, fraction, seed)
+	repl := map[string]Entry{}
+	for _, e := range changed.Layers[len(changed.Layers)-1] {
+		if e.Type == File {
+			repl[path.Clean("/"+e.Path)] = e
+		}
+	}
+	out := img
+	out.Layers = make([]Layer, len(img.Layers))
+	paths := map[string]bool{}
+	for i, l := range img.Layers {
+		nl := slices.Clone(l)
+		for j, e := range nl {
+			p := path.Clean("/" + e.Path)
+			if r, ok := repl[p]; ok && e.Type == File {
+				r.Path, r.ModTime = e.Path, e.ModTime
+				nl[j] = r
+				paths[p] = true
+			}
+		}
+		out.Layers[i] = nl
+	}
+	return out, paths
 }

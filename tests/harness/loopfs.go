@@ -12,6 +12,9 @@ import (
 var (
 	MkfsXFSReflink = []string{"mkfs.xfs", "-q", "-m", "reflink=1"}
 	MkfsExt4       = []string{"mkfs.ext4", "-q", "-F", "-b", "4096"}
+	// MkfsExt4NoDType makes an ext4 without d_type, on which overlayfs
+	// cannot be mounted.
+	MkfsExt4NoDType = []string{"mkfs.ext4", "-q", "-F", "-O", "^filetype"}
 )
 
 // LoopFS makes a filesystem with mkfs (the image file is appended to it) in
