@@ -80,6 +80,17 @@ type FileCloner interface {
 	Clone(src, dst string, shared bool) error
 }
 
+// DirLinker is an optional fast path of a FileCloner: LinkAt links srcName
+// in the directory srcDir as dstName in dstDir when the cloner would
+// hardlink it anyway (st is the source's stat, dstDev the filesystem of dst)
+// and reports whether it did; when it did not, Build calls Clone. A linked
+// file is the layer's inode, so Build neither reads its xattrs nor sets its
+// metadata: layers extracted by containers/storage carry no overlay
+// redirect or metacopy xattrs for it to refuse.
+type DirLinker interface {
+	LinkAt(srcDir int, srcName string, st *unix.Stat_t, dstDir int, dstName string, dstDev uint64) (bool, error)
+}
+
 // ClonerFunc adapts a function to [FileCloner], for example
 //
 //	deploy.ClonerFunc(func(src, dst string, shared bool) error {

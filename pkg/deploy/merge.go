@@ -26,6 +26,8 @@ type builder struct {
 	layers   []string
 	cloner   FileCloner
 	prefixes []string
+	// dstDev is the filesystem the tree is written to.
+	dstDev uint64
 
 	ctx       context.Context
 	cancel    context.CancelFunc
@@ -102,6 +104,11 @@ func (b *builder) run(parent context.Context, tmp string, workers int) error {
 		return &Error{Path: tmp, Err: err}
 	}
 	defer unix.Close(rootFd)
+	var rootSt unix.Stat_t
+	if err := unix.Fstat(rootFd, &rootSt); err != nil {
+		return &Error{Path: tmp, Err: err}
+	}
+	b.dstDev = rootSt.Dev
 
 	var lists []*listing
 	for i := len(b.layers) - 1; i >= 0; i-- {

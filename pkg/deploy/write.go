@@ -64,6 +64,18 @@ func (b *builder) worker() {
 }
 
 func (b *builder) cloneFile(j fileJob) error {
+	if l, ok := b.cloner.(DirLinker); ok && !j.mutable {
+		linked, err := l.LinkAt(j.src.fd, j.name, &j.st, j.dst.fd, j.name, b.dstDev)
+		if err != nil {
+			return err
+		}
+		if linked {
+			b.files.Add(1)
+			b.bytes.Add(j.st.Size)
+			b.shared.Add(1)
+			return nil
+		}
+	}
 	src := procPath(j.src.fd, j.name)
 	xs, err := readXattrs(-1, src)
 	if err != nil {

@@ -216,6 +216,42 @@ func (c *Cloner) Clone(src, dst string, shared bool) (Method, error) {
 	return m, nil
 }
 
+// LinkAt is a fast path for callers that walk trees by directory file
+// descriptor and already hold the source's stat (pkg/deploy): when this
+// Cloner would hardlink a shared file from the filesystem st.Dev to dstDev
+// anyway — Hardlink mode, or Auto once a Clone found no reflinks but
+// hardlinks there — it links srcName in srcDir as dstName in dstDir with
+// linkat(2) and counts it, sparing Clone's open, stats and path lookups.
+// ok is false, with no error, when the caller must use Clone instead
+// (nothing known yet, reflinks possible, or linkat refused with EXDEV,
+// EMLINK or EPERM).
+func (c *Cloner) LinkAt(srcDir int, srcName string, st *unix.Stat_t, dstDir int, dstName string, dstDev uint64) (ok bool, err error) {
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return false, nil
+	}
+	switch c.mode {
+	case Hardlink:
+	case Auto:
+		c.mu.RLock()
+		caps, known := c.caps[devPair{st.Dev, dstDev}]
+		c.mu.RUnlock()
+		if !known || caps.Reflink || !caps.Hardlink {
+			return false, nil
+		}
+	default:
+		return false, nil
+	}
+	if err := unix.Linkat(srcDir, srcName, dstDir, dstName, 0); err != nil {
+		if errors.Is(err, unix.EXDEV) || errors.Is(err, unix.EMLINK) || errors.Is(err, unix.EPERM) {
+			return false, nil
+		}
+		return false, fmt.Errorf("linking %s: %w", srcName, err)
+	}
+	c.files[MethodHardlink].Add(1)
+	c.bytes[MethodHardlink].Add(st.Size)
+	return true, nil
+}
+
 func (c *Cloner) clone(src, dst string, shared bool) (Method, int64, error) {
 	// O_NONBLOCK: opening a FIFO must fail the regular-file check below,
 	// not hang. O_NOFOLLOW: a symlink is not a regular file either.

@@ -510,3 +510,68 @@ func BenchmarkClone(b *testing.B) {
 		})
 	}
 }
+
+// linkAt calls LinkAt with directory descriptors, as pkg/deploy does.
+func linkAt(t *testing.T, c *fsclone.Cloner, src, dst string) bool {
+	t.Helper()
+	sd, err := unix.Open(filepath.Dir(src), unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(sd)
+	dd, err := unix.Open(filepath.Dir(dst), unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(dd)
+	var st, dirSt unix.Stat_t
+	if err := unix.Fstatat(sd, filepath.Base(src), &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Fstat(dd, &dirSt); err != nil {
+		t.Fatal(err)
+	}
+	ok, err := c.LinkAt(sd, filepath.Base(src), &st, dd, filepath.Base(dst), dirSt.Dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ok
+}
+
+// LinkAt links only where the cloner would hardlink anyway, and only once
+// a Clone has told it so; it counts what it links.
+func TestLinkAt(t *testing.T) {
+	ext4 := mountFS(t, "ext4")
+	src := filepath.Join(mkdir(t, ext4, "store"), "file")
+	writeRandom(t, src, 64<<10)
+	dstDir := mkdir(t, ext4, "deploy")
+
+	c := fsclone.New(fsclone.Auto)
+	if linkAt(t, c, src, filepath.Join(dstDir, "early")) {
+		t.Errorf("LinkAt linked before any Clone probed the filesystems")
+	}
+	clone(t, c, src, filepath.Join(dstDir, "first"), true, fsclone.MethodHardlink)
+	fast := filepath.Join(dstDir, "fast")
+	if !linkAt(t, c, src, fast) {
+		t.Fatalf("LinkAt did not link on ext4 after a hardlinking Clone")
+	}
+	if stat(t, fast).Ino != stat(t, src).Ino {
+		t.Errorf("LinkAt's result is not the source inode")
+	}
+	if got := c.Stats().Files[fsclone.MethodHardlink]; got != 2 {
+		t.Errorf("hardlinks counted: %d, want 2", got)
+	}
+	if linkAt(t, fsclone.New(fsclone.Copy), src, filepath.Join(dstDir, "copy")) {
+		t.Errorf("LinkAt linked in Copy mode")
+	}
+
+	xfs := mountFS(t, "xfs")
+	xsrc := filepath.Join(mkdir(t, xfs, "store"), "file")
+	writeRandom(t, xsrc, 64<<10)
+	xdst := mkdir(t, xfs, "deploy")
+	xc := fsclone.New(fsclone.Auto)
+	clone(t, xc, xsrc, filepath.Join(xdst, "first"), true, fsclone.MethodReflink)
+	if linkAt(t, xc, xsrc, filepath.Join(xdst, "second")) {
+		t.Errorf("LinkAt hardlinked where reflinks are possible")
+	}
+}

@@ -85,10 +85,7 @@ func Deploy(ctx context.Context, sr *sysroot.Sysroot, st *store.Store, id string
 	start := time.Now()
 	cloner := fsclone.New(opts.CopyMode)
 	res, err := deploy.Build(ctx, layers, staging, deploy.Options{
-		Cloner: deploy.ClonerFunc(func(src, dst string, shared bool) error {
-			_, err := cloner.Clone(src, dst, shared)
-			return err
-		}),
+		Cloner:          deployCloner{cloner},
 		MutablePrefixes: []string{"/etc", "/var"},
 		Workers:         runtime.NumCPU(),
 	})
@@ -102,6 +99,15 @@ func Deploy(ctx context.Context, sr *sysroot.Sysroot, st *store.Store, id string
 	}
 	out.Build, out.Clones, out.Duration = res, cloner.Stats(), time.Since(start)
 	return out, nil
+}
+
+// deployCloner gives pkg/deploy the cloner with its directory-descriptor
+// fast path for hardlinks.
+type deployCloner struct{ *fsclone.Cloner }
+
+func (c deployCloner) Clone(src, dst string, shared bool) error {
+	_, err := c.Cloner.Clone(src, dst, shared)
+	return err
 }
 
 // finishDeployment fixes up the staged tree, installs its kernel, writes the
