@@ -30,6 +30,7 @@ func copyFile(srcDir, dstDir int, name string, private bool) (err error) {
 	if err := unix.Fstat(in, &st); err != nil {
 		return err
 	}
+	var end int64 // where the data written so far ends
 	for off := int64(0); off < st.Size; {
 		data, err := unix.Seek(in, off, unix.SEEK_DATA)
 		if err == unix.ENXIO {
@@ -48,8 +49,13 @@ func copyFile(srcDir, dstDir int, name string, private bool) (err error) {
 		if err := copyFn(in, out, data, hole-data); err != nil {
 			return err
 		}
-		off = hole
+		off, end = hole, hole
 	}
+	if end == st.Size {
+		return nil
+	}
+	// A trailing hole: only the size is left to set. (Truncating a file to
+	// its own size is not free on ext4: it is a journal transaction.)
 	return unix.Ftruncate(out, st.Size)
 }
 
