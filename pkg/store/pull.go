@@ -71,10 +71,11 @@ func (s *Store) PullImage(ctx context.Context, src types.ImageReference, opts Pu
 	if err != nil {
 		return nil, err
 	}
-	dgst, err := manifestDigest(ctx, sys, src)
+	remote, dgst, err := openRemote(ctx, sys, src)
 	if err != nil {
-		return nil, fmt.Errorf("reading manifest of %s: %w", name, err)
+		return nil, err
 	}
+	defer remote.Close()
 	if img, err := s.imageWithDigest(dgst); err == nil {
 		if opts.RequireBootable {
 			if err := s.checkBootable(ctx, name, img.ID); err != nil {
@@ -89,7 +90,7 @@ func (s *Store) PullImage(ctx context.Context, src types.ImageReference, opts Pu
 
 	s.notePartialPullsOff()
 	pinned := PinDigest(src, dgst)
-	layers, err := s.preflight(ctx, sys, pinned, name, opts.RequireBootable)
+	layers, err := s.preflight(ctx, sys, remote, name, opts.RequireBootable)
 	if err != nil {
 		return nil, err
 	}
@@ -153,19 +154,26 @@ func (s *Store) systemContext(sys *types.SystemContext) *types.SystemContext {
 	return out
 }
 
-// manifestDigest reads the digest of the manifest the source serves now
-// (for a registry: one manifest request, no blob).
-func manifestDigest(ctx context.Context, sys *types.SystemContext, ref types.ImageReference) (digest.Digest, error) {
+// openRemote opens ref and reads the digest of the manifest it serves now
+// (for a registry: one manifest request, no blob). The source keeps that
+// manifest, so reading the image through it again (preflight, RemoteInfo)
+// sees exactly the digested manifest without asking the registry again.
+// The caller closes the source.
+func openRemote(ctx context.Context, sys *types.SystemContext, ref types.ImageReference) (types.ImageSource, digest.Digest, error) {
+	name := transports.ImageName(ref)
 	src, err := ref.NewImageSource(ctx, sys)
 	if err != nil {
-		return "", err
+		return nil, "", fmt.Errorf("reading manifest of %s: %w", name, err)
 	}
-	defer src.Close()
 	raw, _, err := src.GetManifest(ctx, nil)
-	if err != nil {
-		return "", err
+	if err == nil {
+		var dgst digest.Digest
+		if dgst, err = manifest.Digest(raw); err == nil {
+			return src, dgst, nil
+		}
 	}
-	return manifest.Digest(raw)
+	src.Close()
+	return nil, "", fmt.Errorf("reading manifest of %s: %w", name, err)
 }
 
 // PinDigest turns a tagged registry reference into one by digest; other
@@ -201,20 +209,15 @@ func (s *Store) imageWithDigest(dgst digest.Digest) (*storage.Image, error) {
 	return imgs[0], nil
 }
 
-// preflight reads the manifest and config (no layer) and refuses the pull
-// before anything is fetched when the image is not bootable or the layers
-// the store lacks are larger than the free space. It returns the layers.
-func (s *Store) preflight(ctx context.Context, sys *types.SystemContext, ref types.ImageReference, name string, requireBootable bool) ([]types.BlobInfo, error) {
-	src, err := ref.NewImageSource(ctx, sys)
+// preflight reads the manifest and config of the open source (no layer)
+// and refuses the pull before anything is fetched when the image is not
+// bootable or the layers the store lacks are larger than the free space. It
+// returns the layers.
+func (s *Store) preflight(ctx context.Context, sys *types.SystemContext, src types.ImageSource, name string, requireBootable bool) ([]types.BlobInfo, error) {
+	img, err := image.FromUnparsedImage(ctx, sys, image.UnparsedInstance(src, nil))
 	if err != nil {
-		return nil, fmt.Errorf("opening %s: %w", name, err)
-	}
-	img, err := image.FromSource(ctx, sys, src)
-	if err != nil {
-		src.Close()
 		return nil, fmt.Errorf("reading %s: %w", name, err)
 	}
-	defer img.Close()
 	layers := img.LayerInfos()
 	if requireBootable {
 		info, err := img.Inspect(ctx)
@@ -331,10 +334,11 @@ func (s *Store) HasImage(id string) bool {
 // RemoteDigest reads the digest of the manifest ref serves now (for a
 // registry, one manifest request).
 func RemoteDigest(ctx context.Context, sys *types.SystemContext, ref types.ImageReference) (digest.Digest, error) {
-	d, err := manifestDigest(ctx, sys, ref)
+	src, d, err := openRemote(ctx, sys, ref)
 	if err != nil {
-		return "", fmt.Errorf("reading manifest of %s: %w", transports.ImageName(ref), err)
+		return "", err
 	}
+	src.Close()
 	return d, nil
 }
 
@@ -351,20 +355,15 @@ type RemoteImage struct {
 // fetched.
 func RemoteInfo(ctx context.Context, sys *types.SystemContext, ref types.ImageReference) (*RemoteImage, error) {
 	name := transports.ImageName(ref)
-	d, err := RemoteDigest(ctx, sys, ref)
+	src, d, err := openRemote(ctx, sys, ref)
 	if err != nil {
 		return nil, err
 	}
-	src, err := PinDigest(ref, d).NewImageSource(ctx, sys)
+	defer src.Close()
+	img, err := image.FromUnparsedImage(ctx, sys, image.UnparsedInstance(src, nil))
 	if err != nil {
-		return nil, fmt.Errorf("opening %s: %w", name, err)
-	}
-	img, err := image.FromSource(ctx, sys, src)
-	if err != nil {
-		src.Close()
 		return nil, fmt.Errorf("reading %s: %w", name, err)
 	}
-	defer img.Close()
 	info, err := img.Inspect(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("reading the configuration of %s: %w", name, err)
