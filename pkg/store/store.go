@@ -31,6 +31,8 @@ import (
 	"go.podman.io/storage"
 	"go.podman.io/storage/drivers/overlay"
 	"go.podman.io/storage/types"
+
+	"github.com/bootstore/bootstore/pkg/sysroot"
 )
 
 // Drivers bootstore uses. Overlay is required for partial pulls and shares
@@ -162,7 +164,7 @@ func create(ctx context.Context, opts Options) (record, error) {
 	}
 	rec := record{Driver: driver, Created: time.Now().UTC()}
 	data, _ := json.MarshalIndent(rec, "", "  ")
-	if err := writeFileSync(filepath.Join(tmp, recordName), data); err != nil {
+	if err := sysroot.WriteFileAtomic(filepath.Join(tmp, recordName), data, 0o600); err != nil {
 		return record{}, err
 	}
 	if err := os.Chmod(tmp, 0o700); err != nil {
@@ -251,22 +253,6 @@ func (s *Store) Storage() storage.Store { return s.s }
 func (s *Store) Close() error {
 	_, err := s.s.Shutdown(false)
 	return err
-}
-
-func writeFileSync(path string, data []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("syncing %s: %w", path, err)
-	}
-	return f.Close()
 }
 
 func syncDir(dir string) error {
