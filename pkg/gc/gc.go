@@ -22,7 +22,6 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
-	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -150,23 +149,9 @@ func Roots(sr *sysroot.Sysroot, st *store.Store, state *sysroot.State) (map[stri
 // unusedPaths lists deployments no boot entry or staged record uses, boot
 // kernels no entry uses, and the leftovers of crashed runs.
 func unusedPaths(sr *sysroot.Sysroot, state *sysroot.State) ([]string, error) {
-	keep := map[string]bool{}
-	for _, d := range state.Deployments {
-		keep[sr.DeploymentPath(d)] = true
-	}
-	if state.Staged != nil {
-		keep[sr.DeploymentPath(*state.Staged)] = true
-	}
-	var paths []string
-	roots, _ := os.ReadDir(sr.Path("ostree", "deploy"))
-	for _, r := range roots {
-		entries, _ := os.ReadDir(sr.DeployDir(r.Name()))
-		for _, e := range entries {
-			p := filepath.Join(sr.DeployDir(r.Name()), e.Name())
-			if !keep[strings.TrimSuffix(p, ".origin")] {
-				paths = append(paths, p)
-			}
-		}
+	paths, err := sr.UnusedDeploymentPaths(state)
+	if err != nil {
+		return nil, err
 	}
 	kernels := map[string]bool{}
 	for _, e := range append(slices.Clone(state.Entries), stagedEntry(state)...) {

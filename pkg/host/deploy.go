@@ -270,33 +270,13 @@ func removeStaging(staging string) error {
 // staging trees, and deployments or origins that no boot entry and no
 // staged record reference. Call it under the sysroot lock.
 func RemoveLeftovers(sr *sysroot.Sysroot, state *sysroot.State) error {
-	keep := map[string]bool{}
-	for _, d := range state.Deployments {
-		keep[sr.DeploymentPath(d)] = true
-	}
-	if state.Staged != nil {
-		keep[sr.DeploymentPath(*state.Staged)] = true
-	}
-	roots, err := os.ReadDir(sr.Path("ostree", "deploy"))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	} else if err != nil {
+	paths, err := sr.UnusedDeploymentPaths(state)
+	if err != nil {
 		return err
 	}
 	var errs []error
-	for _, r := range roots {
-		dir := sr.DeployDir(r.Name())
-		entries, err := os.ReadDir(dir)
-		if err != nil {
-			continue
-		}
-		for _, e := range entries {
-			p := filepath.Join(dir, e.Name())
-			if keep[strings.TrimSuffix(p, ".origin")] {
-				continue
-			}
-			errs = append(errs, os.RemoveAll(p))
-		}
+	for _, p := range paths {
+		errs = append(errs, os.RemoveAll(p))
 	}
 	return errors.Join(errs...)
 }

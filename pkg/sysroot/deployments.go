@@ -294,3 +294,36 @@ func WriteFileAtomic(path string, data []byte, mode os.FileMode) error {
 	defer d.Close()
 	return d.Sync()
 }
+
+// UnusedDeploymentPaths lists what the stateroots' deploy directories hold
+// that no boot entry and no staged record uses: deployments dropped from
+// the boot order, their origins, and the staging trees of crashed runs.
+func (s *Sysroot) UnusedDeploymentPaths(st *State) ([]string, error) {
+	keep := map[string]bool{}
+	for _, d := range st.Deployments {
+		keep[s.DeploymentPath(d)] = true
+	}
+	if st.Staged != nil {
+		keep[s.DeploymentPath(*st.Staged)] = true
+	}
+	roots, err := os.ReadDir(s.Path("ostree", "deploy"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	} else if err != nil {
+		return nil, err
+	}
+	var paths []string
+	for _, r := range roots {
+		dir := s.DeployDir(r.Name())
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			continue
+		}
+		for _, e := range entries {
+			if p := filepath.Join(dir, e.Name()); !keep[strings.TrimSuffix(p, ".origin")] {
+				paths = append(paths, p)
+			}
+		}
+	}
+	return paths, nil
+}
