@@ -280,9 +280,28 @@ func removeTemps(dir string) error {
 // the bootloader can boot now are never removed. Anything in boot/ostree not
 // named like InstallKernel names its directories is left alone.
 func PruneKernels(root string, keep []Entry) error {
-	current, err := Read(root)
+	unused, err := UnusedKernels(root, keep)
 	if err != nil {
 		return fmt.Errorf("pruning kernels: %w", err)
+	}
+	for _, p := range unused {
+		if err := os.RemoveAll(p); err != nil {
+			return fmt.Errorf("pruning kernel %s: %w", p, err)
+		}
+	}
+	if len(unused) > 0 {
+		return syncDir(filepath.Join(root, "boot", "ostree"))
+	}
+	return nil
+}
+
+// UnusedKernels lists the kernel directories under ROOT/boot/ostree that
+// neither keep nor the current boot entries reference (only directories
+// named <stateroot>-<bootcsum> are considered); PruneKernels removes them.
+func UnusedKernels(root string, keep []Entry) ([]string, error) {
+	current, err := Read(root)
+	if err != nil {
+		return nil, err
 	}
 	used := map[string]bool{}
 	for _, e := range append(append([]Entry(nil), keep...), current...) {
@@ -295,26 +314,18 @@ func PruneKernels(root string, keep []Entry) error {
 	ostreeBoot := filepath.Join(root, "boot", "ostree")
 	des, err := os.ReadDir(ostreeBoot)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil
+		return nil, nil
 	}
 	if err != nil {
-		return fmt.Errorf("pruning kernels: %w", err)
+		return nil, err
 	}
-	removed := false
+	var unused []string
 	for _, de := range des {
-		if !de.IsDir() || !kernelDirName.MatchString(de.Name()) || used[de.Name()] {
-			continue
+		if de.IsDir() && kernelDirName.MatchString(de.Name()) && !used[de.Name()] {
+			unused = append(unused, filepath.Join(ostreeBoot, de.Name()))
 		}
-		p := filepath.Join(ostreeBoot, de.Name())
-		if err := os.RemoveAll(p); err != nil {
-			return fmt.Errorf("pruning kernel %s: %w", p, err)
-		}
-		removed = true
 	}
-	if removed {
-		return syncDir(ostreeBoot)
-	}
-	return nil
+	return unused, nil
 }
 
 // kernelDirOf returns <dir> of a BLS path "/ostree/<dir>/<file>", or "".

@@ -153,16 +153,11 @@ func unusedPaths(sr *sysroot.Sysroot, state *sysroot.State) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	kernels := map[string]bool{}
-	for _, e := range append(slices.Clone(state.Entries), stagedEntry(state)...) {
-		kernels[filepath.Dir(e.Linux)] = true
+	kernels, err := bls.UnusedKernels(sr.Root, stagedEntry(state))
+	if err != nil {
+		return nil, err
 	}
-	dirs, _ := os.ReadDir(sr.Path("boot", "ostree"))
-	for _, d := range dirs {
-		if d.IsDir() && !kernels["/ostree/"+d.Name()] && len(state.Entries) > 0 {
-			paths = append(paths, sr.Path("boot", "ostree", d.Name()))
-		}
-	}
+	paths = append(paths, kernels...)
 	for _, pattern := range []string{".split-*", ".storage.tmp*"} {
 		m, _ := filepath.Glob(filepath.Join(filepath.Dir(sr.StorageRoot()), pattern))
 		paths = append(paths, m...)
