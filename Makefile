@@ -31,8 +31,11 @@ build:
 deps:
 	./contrib/install-deps.sh
 
+# Nothing in the repository may read outside the checkout: a user's clone
+# has only what is committed.
 lint:
 	@out=$$(gofmt -l cmd pkg tests); if [ -n "$$out" ]; then echo "gofmt: $$out"; exit 1; fi
+	@if git grep -n -E '\.\.[/]shared' -- '*.go' '*.sh' Makefile .ci; then echo "lint: the lines above read the shared directory beside the checkout, which a clone does not have"; exit 1; fi
 	$(GO) vet ./...
 
 # Unit tests with the race detector, then the end-to-end suite (root, real

@@ -64,7 +64,7 @@ func pullWith(sink progress.Sink, ref string, layers []types.BlobInfo, err error
 // events.
 func validate(t *testing.T, out []byte) []map[string]any {
 	t.Helper()
-	events := progresstest.ValidateLines(t, progresstest.SchemaPath(t), out)
+	events := progresstest.ValidateLines(t, out)
 	if len(events) == 0 {
 		t.Fatal("no progress events")
 	}

@@ -7,67 +7,41 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strconv"
 	"sync"
 	"testing"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
+
+	"github.com/bootstore/bootstore/pkg/bootcschema"
 )
-
-// SchemaFile is the name of bootc's progress schema in the shared schemas
-// directory.
-const SchemaFile = "bootc-progress-v0.schema.json"
-
-// SchemaPath returns the path of bootc's progress schema: the module root is
-// found by walking up from the working directory to the directory holding
-// go.mod, and the schema is ../shared/schemas/SchemaFile beside it. It fails
-// the test if there is none.
-func SchemaPath(t testing.TB) string {
-	t.Helper()
-	wd, err := os.Getwd()
-	if err != nil {
-		t.Fatalf("finding the progress schema: %v", err)
-	}
-	for dir := wd; ; {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			p := filepath.Join(dir, "..", "shared", "schemas", SchemaFile)
-			if _, err := os.Stat(p); err != nil {
-				t.Fatalf("progress schema beside the module root %s: %v", dir, err)
-			}
-			return filepath.Clean(p)
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatalf("finding the progress schema: no go.mod above %s", wd)
-		}
-		dir = parent
-	}
-}
 
 var (
-	schemasMu sync.Mutex
-	schemas   = map[string]*jsonschema.Schema{}
+	schemaOnce sync.Once
+	schema     *jsonschema.Schema
+	schemaErr  error
 )
 
-// compile returns the schema at path, compiled once per process. The
-// schema's "uint64" format is asserted: an integer from 0 to 2^64-1.
-func compile(path string) (*jsonschema.Schema, error) {
-	schemasMu.Lock()
-	defer schemasMu.Unlock()
-	if s, ok := schemas[path]; ok {
-		return s, nil
-	}
-	c := jsonschema.NewCompiler()
-	c.AssertFormat()
-	c.RegisterFormat(&jsonschema.Format{Name: "uint64", Validate: validateUint64})
-	s, err := c.Compile(path)
-	if err != nil {
-		return nil, err
-	}
-	schemas[path] = s
-	return s, nil
+// compile returns bootc's progress schema (embedded by pkg/bootcschema),
+// compiled once per process. The schema's "uint64" format is asserted: an
+// integer from 0 to 2^64-1.
+func compile() (*jsonschema.Schema, error) {
+	schemaOnce.Do(func() {
+		doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(bootcschema.ProgressV0))
+		if err != nil {
+			schemaErr = err
+			return
+		}
+		c := jsonschema.NewCompiler()
+		c.AssertFormat()
+		c.RegisterFormat(&jsonschema.Format{Name: "uint64", Validate: validateUint64})
+		if err := c.AddResource(bootcschema.ProgressV0URL, doc); err != nil {
+			schemaErr = err
+			return
+		}
+		schema, schemaErr = c.Compile(bootcschema.ProgressV0URL)
+	})
+	return schema, schemaErr
 }
 
 func validateUint64(v any) error {
@@ -83,14 +57,14 @@ func validateUint64(v any) error {
 
 // ValidateLines checks data as a progress stream: JSON Lines (every line,
 // the last one too, ends in a newline; no line is empty), every line valid
-// against the schema at schemaPath, and the first event a Start. It fails
+// against bootc's progress schema, and the first event a Start. It fails
 // the test for every bad line, and returns the events decoded as by
 // encoding/json (numbers are float64; see Uint).
-func ValidateLines(t testing.TB, schemaPath string, data []byte) []map[string]any {
+func ValidateLines(t testing.TB, data []byte) []map[string]any {
 	t.Helper()
-	sch, err := compile(schemaPath)
+	sch, err := compile()
 	if err != nil {
-		t.Fatalf("compiling progress schema %s: %v", schemaPath, err)
+		t.Fatalf("compiling bootc's progress schema: %v", err)
 	}
 	if len(data) == 0 {
 		return nil

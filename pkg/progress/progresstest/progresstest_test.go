@@ -2,7 +2,6 @@ package progresstest_test
 
 import (
 	"fmt"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
@@ -53,18 +52,10 @@ func bytesEvent(bytes, total, steps, stepsTotal int) string {
 		bytes, total, steps, stepsTotal)
 }
 
-func TestSchemaPath(t *testing.T) {
-	p := progresstest.SchemaPath(t)
-	if filepath.Base(p) != progresstest.SchemaFile || filepath.Base(filepath.Dir(p)) != "schemas" {
-		t.Errorf("SchemaPath = %s", p)
-	}
-}
-
 func TestValidateLines(t *testing.T) {
-	schema := progresstest.SchemaPath(t)
 	good := strings.Join([]string{start, bytesEvent(0, 10, 0, 1), steps, bytesEvent(10, 10, 1, 1)}, "\n") + "\n"
 	var events []map[string]any
-	if errs := run(t, func(tb testing.TB) { events = progresstest.ValidateLines(tb, schema, []byte(good)) }); len(errs) != 0 {
+	if errs := run(t, func(tb testing.TB) { events = progresstest.ValidateLines(tb, []byte(good)) }); len(errs) != 0 {
 		t.Fatalf("valid stream rejected: %v", errs)
 	}
 	if len(events) != 4 || events[2]["type"] != "ProgressSteps" {
@@ -89,14 +80,13 @@ func TestValidateLines(t *testing.T) {
 		"unknown type":        start + "\n" + `{"type":"End"}` + "\n",
 		"subtask missing id":  start + "\n" + strings.Replace(steps, `"subtasks":[]`, `"subtasks":[{"subtask":"s","description":"d","completed":true}]`, 1) + "\n",
 	} {
-		if errs := run(t, func(tb testing.TB) { progresstest.ValidateLines(tb, schema, []byte(stream)) }); len(errs) == 0 {
+		if errs := run(t, func(tb testing.TB) { progresstest.ValidateLines(tb, []byte(stream)) }); len(errs) == 0 {
 			t.Errorf("%s: accepted %q", name, stream)
 		}
 	}
 }
 
 func TestCheckPulls(t *testing.T) {
-	schema := progresstest.SchemaPath(t)
 	for name, tc := range map[string]struct {
 		lines []string
 		ok    bool
@@ -110,7 +100,7 @@ func TestCheckPulls(t *testing.T) {
 	} {
 		stream := start + "\n" + strings.Join(tc.lines, "\n") + "\n"
 		var events []map[string]any
-		if errs := run(t, func(tb testing.TB) { events = progresstest.ValidateLines(tb, schema, []byte(stream)) }); len(errs) != 0 {
+		if errs := run(t, func(tb testing.TB) { events = progresstest.ValidateLines(tb, []byte(stream)) }); len(errs) != 0 {
 			t.Fatalf("%s: %v", name, errs)
 		}
 		errs := run(t, func(tb testing.TB) { progresstest.CheckPulls(tb, events) })

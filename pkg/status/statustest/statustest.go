@@ -1,7 +1,7 @@
 // Package statustest validates `bootstore status` documents in tests: a
 // document must pass bootc's published BootcHost schema
-// (bootc-host-v1.schema.json, kept in ../shared/schemas/ beside the
-// repository) and bootstore's own rules for what the schema leaves open
+// (bootc-host-v1.schema.json, embedded by pkg/bootcschema) and bootstore's
+// own rules for what the schema leaves open
 // (apiVersion and kind, and the "bootstore" member of every boot entry).
 package statustest
 
@@ -10,20 +10,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/bootstore/bootstore/pkg/bootcschema"
 )
-
-// SchemaEnv, when set, names the schema file instead of the search.
-const SchemaEnv = "BOOTSTORE_BOOTC_HOST_SCHEMA"
-
-// schemaFile is the schema's name in the shared schemas directory.
-const schemaFile = "bootc-host-v1.schema.json"
 
 // extensionSchema is what bootstore adds to bootc's schema.
 const extensionSchema = `{
@@ -64,64 +58,34 @@ const extensionSchema = `{
   }
 }`
 
-// SchemaPath returns the path of bootc-host-v1.schema.json: $SchemaEnv if
-// set, else ../shared/schemas/ relative to the directory holding go.mod,
-// found by walking up from the working directory. It fails the test when
-// there is none.
-func SchemaPath(t testing.TB) string {
-	t.Helper()
-	p, err := schemaPath()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
-func schemaPath() (string, error) {
-	if p := os.Getenv(SchemaEnv); p != "" {
-		return p, nil
-	}
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			p := filepath.Join(dir, "..", "shared", "schemas", schemaFile)
-			if _, err := os.Stat(p); err != nil {
-				return "", fmt.Errorf("bootc host schema: %w (set %s to its path)", err, SchemaEnv)
-			}
-			return filepath.Clean(p), nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", fmt.Errorf("bootc host schema: no go.mod above the working directory (set %s to its path)", SchemaEnv)
-		}
-		dir = parent
-	}
-}
-
 // ValidateHost fails the test unless data, a JSON document, is a valid
 // bootstore BootcHost document (see Validate).
 func ValidateHost(t testing.TB, data []byte) {
 	t.Helper()
-	if err := Validate(SchemaPath(t), data); err != nil {
+	if err := Validate(data); err != nil {
 		t.Fatalf("%v\ndocument:\n%s", err, data)
 	}
 }
 
-// Validate checks data, a JSON document, against the bootc host schema at
-// schemaPath and against bootstore's rules: apiVersion
+// Validate checks data, a JSON document, against bootc's host schema
+// (embedded by pkg/bootcschema) and against bootstore's rules: apiVersion
 // org.containers.bootc/v1, kind BootcHost, every member bootc always
 // writes present, and on every boot entry a "bootstore" member
 // {storage?: unified|split, boundImages: [string], deployment: "<id>.<serial>"}.
 // Date-time formats are asserted.
-func Validate(schemaPath string, data []byte) error {
+func Validate(data []byte) error {
 	c := jsonschema.NewCompiler()
 	c.AssertFormat()
-	bootc, err := c.Compile(schemaPath)
+	hostDoc, err := jsonschema.UnmarshalJSON(bytes.NewReader(bootcschema.HostV1))
 	if err != nil {
-		return fmt.Errorf("compiling %s: %w", schemaPath, err)
+		return fmt.Errorf("bootc's host schema: %w", err)
+	}
+	if err := c.AddResource(bootcschema.HostV1URL, hostDoc); err != nil {
+		return err
+	}
+	bootc, err := c.Compile(bootcschema.HostV1URL)
+	if err != nil {
+		return fmt.Errorf("compiling bootc's host schema: %w", err)
 	}
 	ext, err := jsonschema.UnmarshalJSON(strings.NewReader(extensionSchema))
 	if err != nil {
@@ -141,7 +105,7 @@ func Validate(schemaPath string, data []byte) error {
 	}
 	var errs []error
 	if err := bootc.Validate(inst); err != nil {
-		errs = append(errs, fmt.Errorf("against %s: %w", schemaPath, err))
+		errs = append(errs, fmt.Errorf("against bootc's host schema: %w", err))
 	}
 	if err := bootstore.Validate(inst); err != nil {
 		errs = append(errs, fmt.Errorf("against bootstore's extension: %w", err))

@@ -28,7 +28,6 @@ func TestValidateAccepts(t *testing.T) {
 // bootstore's extension rules reject; otherwise tests that use it prove
 // nothing.
 func TestValidateRejects(t *testing.T) {
-	path := SchemaPath(t)
 	for name, data := range map[string]string{
 		"not JSON":               "apiVersion: x",
 		"bootc: bad transport":   doc(strings.Replace(entry, `"transport": "registry"`, `"transport": 7`, 1)),
@@ -46,7 +45,7 @@ func TestValidateRejects(t *testing.T) {
 		"bad deployment":         doc(strings.Replace(entry, `"deployment": "abc.0"`, `"deployment": "abc"`, 1)),
 		"unknown bootstore key":  doc(strings.Replace(entry, `"boundImages": []`, `"boundImages": [], "x": 1`, 1)),
 	} {
-		if err := Validate(path, []byte(data)); err == nil {
+		if err := Validate([]byte(data)); err == nil {
 			t.Errorf("%s: accepted:\n%s", name, data)
 		}
 	}
