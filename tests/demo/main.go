@@ -1,18 +1,21 @@
 // Command demo shows bootstore's main job on this machine with nothing but
-// what it starts itself: a local registry holding an OS image that binds
-// three app images, one pull into a unified store, podman running an app
-// from that store, and a second pull that downloads nothing.
+// what it starts itself: a local registry, a host installed into one
+// unified store on a loop-mounted XFS, podman running a bound image from
+// that store, a partial (zstd:chunked) upgrade, finalization with the /etc
+// merge, a simulated reboot, rollback, gc, and a closing summary of bytes
+// fetched, disk used against a split host and time per step.
 //
 // Run it with `sudo make demo` (root: overlay mounts and podman).
 package main
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/bootstore/bootstore/tests/harness"
@@ -39,70 +42,33 @@ func main() {
 	os.Exit(code)
 }
 
-func run(t *demoT) {
-	bin, err := filepath.Abs("bin/bootstore")
-	if err != nil || !exists(bin) {
-		t.Fatalf("bin/bootstore is missing: run `make build` (or `make demo`) first")
+// runTee runs bin with args, printing its stdout and stderr as they come
+// (unless quiet) and returning its stdout.
+func runTee(bin string, args []string, quiet bool) (string, error) {
+	var out bytes.Buffer
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = &out, io.Discard
+	if !quiet {
+		cmd.Stdout, cmd.Stderr = io.MultiWriter(&out, os.Stdout), os.Stderr
 	}
-	harness.RequireRoot(t)
+	err := cmd.Run()
+	return out.String(), err
+}
 
-	step("Starting a registry on 127.0.0.1 (Debian's docker-registry behind a counting proxy)")
-	reg := harness.StartRegistry(t)
-	fmt.Println("  registry:", reg.Addr)
-
-	step("Building and pushing three app images and an OS image that binds them")
-	apps := map[string]string{"web": reg.Ref("apps/web:1.0"), "logger": reg.Ref("apps/logger:1.0"), "metrics": reg.Ref("apps/metrics:latest")}
-	for name, ref := range apps {
-		reg.Push(t, harness.AppImage(t, name), strings.TrimPrefix(ref, reg.Addr+"/"), "gzip")
-		fmt.Println("  pushed", ref)
+// deploymentIn reads the deployment name of slot (booted, staged,
+// rollback) from a `status --format json` document.
+func deploymentIn(statusJSON, slot string) (string, error) {
+	var doc struct {
+		Status map[string]json.RawMessage
 	}
-	metrics := harness.BoundImage("metrics", apps["metrics"])
-	metrics.AbsoluteLink = true
-	osImg := harness.OSImage(t, harness.OSImageOptions{Bootable: true, Version: "42", BoundImages: []harness.Bound{
-		harness.BoundImage("web", apps["web"]), harness.BoundContainer("logger", apps["logger"]), metrics,
-	}})
-	osRef := reg.Ref("demo/os:42")
-	reg.Push(t, osImg, "demo/os:42", "gzip")
-	fmt.Println("  pushed", osRef, "with /usr/lib/bootc/bound-images.d/{web.image,logger.container,metrics.image}")
-
-	sysroot := t.TempDir()
-	policy := harness.PolicyFile(t)
-	boot := func(args ...string) {
-		full := append([]string{"--sysroot", sysroot}, args...)
-		fmt.Printf("\n$ bootstore %s\n", strings.Join(full, " "))
-		cmd := exec.Command(bin, full...)
-		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-		if err := cmd.Run(); err != nil {
-			t.Fatalf("bootstore %s: %v", strings.Join(args, " "), err)
-		}
+	if err := json.Unmarshal([]byte(statusJSON), &doc); err != nil {
+		return "", err
 	}
-
-	step("Pulling the OS image and its bound images into ONE store")
-	reg.ResetStats()
-	boot("image", "pull", "--tls-verify=false", "--signature-policy", policy, osRef)
-	first := reg.Stats()
-	boot("image", "list")
-
-	step("podman reads the same store: no second pull")
-	podman := harness.PodmanOn(t, filepath.Join(sysroot, "ostree/bootc/storage"), "overlay")
-	for _, args := range [][]string{{"images"}, {"run", "--rm", apps["web"], "cat", "/usr/share/harness-app/web"}} {
-		fmt.Printf("\n$ podman --root %s %s\n", podman.Root, strings.Join(args, " "))
-		out, err := podman.Run(t, args...)
-		fmt.Print(out)
-		if err != nil {
-			t.Fatalf("podman %s: %v", strings.Join(args, " "), err)
-		}
+	var entry *struct{ Bootstore struct{ Deployment string } }
+	if err := json.Unmarshal(doc.Status[slot], &entry); err != nil || entry == nil {
+		return "", fmt.Errorf("no %s deployment in status", slot)
 	}
-
-	step("Pulling again: every digest matches the store, so no blob is downloaded")
-	reg.ResetStats()
-	boot("image", "pull", "--tls-verify=false", "--signature-policy", policy, osRef)
-	again := reg.Stats()
-	fmt.Printf("\nregistry traffic: first pull %d blob downloads (%d bytes); second pull %d blob downloads, %d manifest requests\n",
-		first.BlobGETs, first.BlobBytes, again.BlobGETs, again.ManifestGETs)
-	if again.BlobGETs != 0 {
-		t.Errorf("the second pull downloaded %d blobs", again.BlobGETs)
-	}
+	return entry.Bootstore.Deployment, nil
 }
 
 func step(s string) { fmt.Printf("\n==> %s\n", s) }

@@ -129,7 +129,7 @@ func TestPullOSImageWithBoundImages(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	events := progresstest.ValidateLines(t, progresstest.SchemaPath(t), data)
+	events := progresstest.ValidateLines(t, data)
 	if len(events) < 3 || events[0]["type"] != "Start" {
 		t.Errorf("progress: want Start then events, got %d events", len(events))
 	}
