@@ -217,8 +217,8 @@ func describe(t *testing.T, dirfd int, name string, st *unix.Stat_t, withPrivate
 	must(t, err)
 	var parts []string
 	for _, x := range xs {
-		if withPrivate || !strings.HasPrefix(x.name, "trusted.overlay.") {
-			parts = append(parts, x.name+"="+hex.EncodeToString(x.value))
+		if withPrivate || !strings.HasPrefix(x.Name, "trusted.overlay.") {
+			parts = append(parts, x.Name+"="+hex.EncodeToString(x.Value))
 		}
 	}
 	sort.Strings(parts)

@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/bootstore/bootstore/pkg/xattr"
 )
 
 const (
@@ -58,7 +60,7 @@ type listing struct {
 	layer   int
 	dir     *dirRef
 	st      unix.Stat_t
-	xattrs  []xattr
+	xattrs  []xattr.Attr
 	entries map[string]*unix.Stat_t
 	wh      map[string]bool // names this layer whites out
 	opaque  bool
@@ -69,7 +71,7 @@ type dirMeta struct {
 	name     string
 	layer    int
 	st       unix.Stat_t
-	xattrs   []xattr
+	xattrs   []xattr.Attr
 	children []*dirMeta
 }
 
@@ -194,7 +196,7 @@ func (b *builder) readListing(ref *dirRef, layer int, p string, root bool) (*lis
 		return fail(err)
 	}
 	for _, x := range xs {
-		if (x.name == "trusted.overlay.opaque" || x.name == "user.overlay.opaque") && string(x.value) == "y" {
+		if (x.Name == "trusted.overlay.opaque" || x.Name == "user.overlay.opaque") && string(x.Value) == "y" {
 			l.opaque = true
 		}
 	}

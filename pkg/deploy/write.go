@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/bootstore/bootstore/pkg/xattr"
 )
 
 // dirRef is a directory file descriptor shared by the walker and the file
@@ -163,7 +165,7 @@ func readlinkat(fd int, name string) (string, error) {
 
 // setMeta gives the non-directory name in dirfd the owner, mode, xattrs and
 // times of st. chown comes first: it clears setuid bits and capabilities.
-func setMeta(dirfd int, name string, st *unix.Stat_t, xs []xattr) error {
+func setMeta(dirfd int, name string, st *unix.Stat_t, xs []xattr.Attr) error {
 	if err := unix.Fchownat(dirfd, name, int(st.Uid), int(st.Gid), unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return fmt.Errorf("chown: %w", err)
 	}

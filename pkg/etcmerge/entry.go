@@ -6,9 +6,10 @@ import (
 	"io"
 	"slices"
 	"strconv"
-	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/bootstore/bootstore/pkg/xattr"
 )
 
 // selinuxXattr is the one xattr Merge leaves to the caller (see the
@@ -43,7 +44,7 @@ func (m *merger) same(a *dir, an string, ast *unix.Stat_t, b *dir, bn string, bs
 	if err != nil {
 		return false, err
 	}
-	if !slices.EqualFunc(ax, bx, func(x, y xattr) bool { return x.name == y.name && bytes.Equal(x.value, y.value) }) {
+	if !slices.EqualFunc(ax, bx, xattr.Attr.Equal) {
 		return false, nil
 	}
 	switch typ {
@@ -185,7 +186,7 @@ func copyEntry(c, n *dir, name string, st *unix.Stat_t) error {
 // copyFile copies the regular file name of c to a new file in n. The data
 // goes through a buffer: copy_file_range could reflink, and the result
 // must share nothing with the booted deployment.
-func copyFile(c, n *dir, name string, st *unix.Stat_t, xs []xattr) (err error) {
+func copyFile(c, n *dir, name string, st *unix.Stat_t, xs []xattr.Attr) (err error) {
 	in, err := openFile(c, name, st)
 	if err != nil {
 		return err
@@ -295,12 +296,6 @@ func readNames(d *dir) ([]string, error) {
 	}
 }
 
-// xattr is one extended attribute.
-type xattr struct {
-	name  string
-	value []byte
-}
-
 // procPath names entry name of the directory open as fd whatever its depth;
 // l* calls do not follow its final component.
 func procPath(fd int, name string) string {
@@ -308,95 +303,34 @@ func procPath(fd int, name string) string {
 }
 
 // readXattrs reads the xattrs of name in d (of d itself when name is ""),
-// sorted by name, security.selinux left out. A filesystem without xattrs
-// has none.
-func readXattrs(d *dir, name string) ([]xattr, error) {
-	path := procPath(d.fd, name)
-	names, err := grow(func(buf []byte) (int, error) {
-		if name == "" {
-			return unix.Flistxattr(d.fd, buf)
-		}
-		return unix.Llistxattr(path, buf)
-	})
-	if err == unix.ENOTSUP {
-		return nil, nil
-	} else if err != nil {
-		return nil, d.errAt(name, "listxattr", err)
+// sorted by name, security.selinux left out.
+func readXattrs(d *dir, name string) ([]xattr.Attr, error) {
+	f := xattr.Path(procPath(d.fd, name))
+	if name == "" {
+		f = xattr.FD(d.fd)
 	}
-	var xs []xattr
-	for _, x := range strings.Split(string(names), "\x00") {
-		if x == "" || x == selinuxXattr {
-			continue
-		}
-		value, err := grow(func(buf []byte) (int, error) {
-			if name == "" {
-				return unix.Fgetxattr(d.fd, x, buf)
-			}
-			return unix.Lgetxattr(path, x, buf)
-		})
-		if err == unix.ENODATA {
-			continue // removed since it was listed
-		} else if err != nil {
-			return nil, d.errAt(name, "getxattr "+x, err)
-		}
-		xs = append(xs, xattr{name: x, value: value})
+	xs, err := xattr.List(f)
+	if err != nil {
+		return nil, d.errAt(name, "reading xattrs", err)
 	}
-	slices.SortFunc(xs, func(a, b xattr) int { return strings.Compare(a.name, b.name) })
-	return xs, nil
-}
-
-// grow calls a list/get xattr function with a buffer of the size it asks
-// for.
-func grow(f func([]byte) (int, error)) ([]byte, error) {
-	for {
-		n, err := f(nil)
-		if err != nil || n == 0 {
-			return nil, err
-		}
-		buf := make([]byte, n)
-		n, err = f(buf)
-		if err == unix.ERANGE {
-			continue // grew in between
-		}
-		return buf[:n], err
-	}
+	return xattr.Filter(xs, func(n string) bool { return n != selinuxXattr }), nil
 }
 
 // writeXattrs makes xs the xattrs of the non-directory name in d: those it
 // has and xs lacks (say, an ACL inherited from a default ACL) are removed.
 // security.selinux is left as it is.
-func writeXattrs(d *dir, name string, xs []xattr) error {
-	return setXattrs(d, name, xs,
-		func(b []byte) (int, error) { return unix.Llistxattr(procPath(d.fd, name), b) },
-		func(x string) error { return unix.Lremovexattr(procPath(d.fd, name), x) },
-		func(x xattr) error { return unix.Lsetxattr(procPath(d.fd, name), x.name, x.value, 0) })
+func writeXattrs(d *dir, name string, xs []xattr.Attr) error {
+	return replaceXattrs(d, name, xattr.Path(procPath(d.fd, name)), xs)
 }
 
 // writeXattrsFd is writeXattrs for name open as fd.
-func writeXattrsFd(d *dir, name string, fd int, xs []xattr) error {
-	return setXattrs(d, name, xs,
-		func(b []byte) (int, error) { return unix.Flistxattr(fd, b) },
-		func(x string) error { return unix.Fremovexattr(fd, x) },
-		func(x xattr) error { return unix.Fsetxattr(fd, x.name, x.value, 0) })
+func writeXattrsFd(d *dir, name string, fd int, xs []xattr.Attr) error {
+	return replaceXattrs(d, name, xattr.FD(fd), xs)
 }
 
-func setXattrs(d *dir, name string, xs []xattr, list func([]byte) (int, error), remove func(string) error, set func(xattr) error) error {
-	have, err := grow(list)
-	if err != nil && err != unix.ENOTSUP {
-		return d.errAt(name, "listxattr", err)
-	}
-	for _, x := range strings.Split(string(have), "\x00") {
-		if x == "" || x == selinuxXattr || slices.ContainsFunc(xs, func(w xattr) bool { return w.name == x }) {
-			continue
-		}
-		if err := remove(x); err != nil && err != unix.ENODATA {
-			return d.errAt(name, "removexattr "+x, err)
-		}
-	}
-	for _, x := range xs {
-		if err := set(x); err != nil {
-			return d.errAt(name, "setxattr "+x.name, err)
-		}
+func replaceXattrs(d *dir, name string, f xattr.File, xs []xattr.Attr) error {
+	if err := xattr.Replace(f, xs, func(n string) bool { return n == selinuxXattr }); err != nil {
+		return d.errAt(name, "writing xattrs", err)
 	}
 	return nil
 }

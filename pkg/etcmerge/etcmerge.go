@@ -125,7 +125,7 @@ func (s Stats) String() string {
 // Error is returned by Merge for a failure about one path.
 type Error struct {
 	Path string // the path in one of the three trees ("/sysroot/.../etc/ssh")
-	Op   string // what failed: "open", "unlink", "setxattr user.x", ...
+	Op   string // what failed: "open", "unlink", "writing xattrs", ...
 	Err  error
 }
 

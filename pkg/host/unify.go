@@ -3,13 +3,11 @@ package host
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
 
 	securejoin "github.com/cyphar/filepath-securejoin"
 	"github.com/opencontainers/go-digest"
@@ -18,6 +16,7 @@ import (
 	"github.com/bootstore/bootstore/pkg/fsclone"
 	"github.com/bootstore/bootstore/pkg/store"
 	"github.com/bootstore/bootstore/pkg/sysroot"
+	"github.com/bootstore/bootstore/pkg/xattr"
 )
 
 // Unified reports what SetUnified did.
@@ -199,7 +198,7 @@ func copyMeta(from, to string, st *unix.Stat_t) error {
 	if err := os.Chmod(to, os.FileMode(st.Mode&0o7777)|modeBits(st.Mode)); err != nil {
 		return err
 	}
-	if err := copyXattrs(from, to); err != nil {
+	if err := xattr.Copy(xattr.Path(from), xattr.Path(to)); err != nil {
 		return err
 	}
 	return unix.UtimesNano(to, []unix.Timespec{st.Atim, st.Mtim})
@@ -218,31 +217,6 @@ func modeBits(m uint32) os.FileMode {
 		out |= os.ModeSticky
 	}
 	return out
-}
-
-func copyXattrs(from, to string) error {
-	buf := make([]byte, 64<<10)
-	n, err := unix.Llistxattr(from, buf)
-	if err != nil {
-		if errors.Is(err, unix.ENOTSUP) {
-			return nil
-		}
-		return err
-	}
-	for _, name := range strings.Split(strings.TrimRight(string(buf[:n]), "\x00"), "\x00") {
-		if name == "" {
-			continue
-		}
-		val := make([]byte, 64<<10)
-		vn, err := unix.Lgetxattr(from, name, val)
-		if err != nil {
-			return err
-		}
-		if err := unix.Lsetxattr(to, name, val[:vn], 0); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 func sameContent(a, b string) (bool, error) {

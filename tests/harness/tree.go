@@ -1,7 +1,6 @@
 package harness
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -13,6 +12,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/bootstore/bootstore/pkg/xattr"
 )
 
 // Node is what tree-comparing tests see of one path: everything a file
@@ -198,45 +199,18 @@ func describeAt(dirfd int, name string, st *unix.Stat_t) (Node, error) {
 	return n, nil
 }
 
-// listXattrs reads the xattrs of path, not following a final symlink.
+// listXattrs reads the xattrs of path, not following a final symlink, as
+// sorted "name=hexvalue" words, overlay's own left out.
 func listXattrs(path string) (string, error) {
-	names, err := growXattr(func(b []byte) (int, error) { return unix.Llistxattr(path, b) })
-	if err == unix.ENOTSUP {
-		return "", nil
-	} else if err != nil {
-		return "", fmt.Errorf("listxattr: %w", err)
+	xs, err := xattr.List(xattr.Path(path))
+	if err != nil {
+		return "", err
 	}
 	var parts []string
-	for _, name := range bytes.Split(names, []byte{0}) {
-		if len(name) == 0 || OverlayXattr(string(name)) {
-			continue
+	for _, x := range xs {
+		if !OverlayXattr(x.Name) {
+			parts = append(parts, x.Name+"="+hex.EncodeToString(x.Value))
 		}
-		v, err := growXattr(func(b []byte) (int, error) { return unix.Lgetxattr(path, string(name), b) })
-		if err == unix.ENODATA {
-			continue
-		} else if err != nil {
-			return "", fmt.Errorf("getxattr %s: %w", name, err)
-		}
-		parts = append(parts, string(name)+"="+hex.EncodeToString(v))
 	}
-	sort.Strings(parts)
 	return strings.Join(parts, " "), nil
-}
-
-func growXattr(f func([]byte) (int, error)) ([]byte, error) {
-	for {
-		n, err := f(nil)
-		if err != nil || n == 0 {
-			return nil, err
-		}
-		buf := make([]byte, n)
-		n, err = f(buf)
-		if err == unix.ERANGE {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		return buf[:n], nil
-	}
 }
