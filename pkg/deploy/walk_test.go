@@ -85,4 +85,3 @@ func TestWalkReportsTheOverlayView(t *testing.T) {
 		t.Fatalf("walked only %d paths", len(got))
 	}
 }
-
