@@ -119,3 +119,83 @@ func TestComposefsDeploymentEqualsKernelOverlay(t *testing.T) {
 		t.Errorf("a second install of the same image wrote composefs=%s, the first sha256:%x", got, sum)
 	}
 }
+
+// readView reads p in the mounted composefs deployment dep.
+func readView(t *testing.T, h *host, dep, p string) string {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(composefsView(t, h, dep), p))
+	if err != nil {
+		t.Fatalf("reading %s in the composefs deployment %s: %v", p, filepath.Base(dep), err)
+	}
+	return string(data)
+}
+
+// TestComposefsUpgradeMergeGC upgrades a composefs host twice: each staged
+// deployment is composefs again, finalizing merges the admin's /etc changes
+// read through the booted image, gc keeps the layers the kept deployments'
+// images redirect into and removes the dropped one's, and set-unified has
+// nothing to share.
+func TestComposefsUpgradeMergeGC(t *testing.T) {
+	h := newHost(t)
+	reg := harness.StartRegistry(t)
+	push := func(version string) {
+		reg.Push(t, osVersion(t, version, nil, harness.Layer{
+			{Path: "/usr/share/os/version", Type: harness.File, Data: []byte("v" + version + "\n")},
+			etcFile("admin-changed", "a"+version+"\n"), etcFile("untouched", "u"+version+"\n"),
+		}), "os:latest", "gzip")
+	}
+	push("1")
+	h.ok(h.installArgs(reg.Ref("os:latest"), "--experimental-unified-storage", "--composefs")...)
+	v1 := h.status().Status.Booted.Bootstore.Deployment
+	v1Top := h.layerDirs(reg.Ref("os:latest"))[0] // v1's own files, top first
+	writeFile(t, filepath.Join(h.deploymentDir(v1), "etc", "admin-changed"), "admin\n")
+	if out := h.ok("image", "set-unified", "--tls-verify=false", "--signature-policy", h.policy).stdout; !strings.Contains(out, "0 files now share data") {
+		t.Errorf("set-unified on a composefs host should have nothing to do:\n%s", out)
+	}
+
+	upgrade := func(version string) (booted, rollback string) {
+		push(version)
+		h.ok("upgrade", "--tls-verify=false", "--signature-policy", h.policy)
+		staged := h.status().Status.Staged.Bootstore.Deployment
+		if originValue(t, h.deploymentDir(staged), "composefs") == "" {
+			t.Fatalf("the deployment staged by upgrade to v%s is not composefs", version)
+		}
+		h.ok("internals", "finalize-staged")
+		h.ok("internals", "simulate-reboot")
+		h.ok("gc")
+		st := h.status()
+		return st.Status.Booted.Bootstore.Deployment, st.Status.Rollback.Bootstore.Deployment
+	}
+	v2, rb := upgrade("2")
+	if rb != v1 {
+		t.Fatalf("rollback is %s, want %s", rb, v1)
+	}
+	for name, want := range map[string]string{"admin-changed": "admin\n", "untouched": "u2\n"} {
+		if data, err := os.ReadFile(filepath.Join(h.deploymentDir(v2), "etc", name)); err != nil || string(data) != want {
+			t.Errorf("/etc/%s after the merge: %q, %v; want %q", name, data, err, want)
+		}
+	}
+	// Both kept deployments read through their images after gc.
+	if got := readView(t, h, h.deploymentDir(v1), "usr/share/os/version"); got != "v1\n" {
+		t.Errorf("v1 after gc reads %q", got)
+	}
+	if got := readView(t, h, h.deploymentDir(v2), "usr/share/os/version"); got != "v2\n" {
+		t.Errorf("v2 after gc reads %q", got)
+	}
+
+	// A third upgrade drops v1: gc removes the layers only v1 redirected
+	// into, and keeps the others.
+	v3, rb := upgrade("3")
+	if rb != v2 {
+		t.Fatalf("rollback is %s, want %s", rb, v2)
+	}
+	if got := readView(t, h, h.deploymentDir(v3), "usr/share/os/version"); got != "v3\n" {
+		t.Errorf("v3 reads %q", got)
+	}
+	if got := readView(t, h, h.deploymentDir(v2), "usr/share/os/version"); got != "v2\n" {
+		t.Errorf("v2 after the second gc reads %q", got)
+	}
+	if _, err := os.Stat(v1Top); err == nil {
+		t.Errorf("gc kept %s, the layer only the dropped v1 used", v1Top)
+	}
+}
