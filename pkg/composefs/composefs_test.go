@@ -150,8 +150,10 @@ func TestVerityRefusesAChangedStoreFile(t *testing.T) {
 		})
 	}
 	for _, f := range files {
-		if err := EnableVerity(f); err != nil {
+		if err := EnableVerity(f); errors.Is(err, ErrVerityUnsupported) {
 			t.Skipf("no fs-verity here: %v", err)
+		} else if err != nil {
+			t.Fatal(err)
 		}
 	}
 	verity := func(layer, p string) ([]byte, error) { return MeasureVerity(filepath.Join(layer, p)) }

@@ -20,6 +20,11 @@ const (
 // ErrNoVerity is returned by MeasureVerity for a file without fs-verity.
 var ErrNoVerity = errors.New("file has no fs-verity")
 
+// ErrVerityUnsupported is returned by EnableVerity where the filesystem or
+// the kernel has no fs-verity (ext4 needs mkfs.ext4 -O verity, the kernel
+// CONFIG_FS_VERITY).
+var ErrVerityUnsupported = errors.New("the filesystem does not support fs-verity")
+
 // EnableVerity turns fs-verity on for the file at p (SHA-256, 4 KiB
 // blocks), which makes it immutable. A file that has it already is left
 // as it is.
@@ -31,10 +36,13 @@ func EnableVerity(p string) error {
 	defer f.Close()
 	arg := unix.FsverityEnableArg{Version: 1, Hash_algorithm: verityAlgSHA256, Block_size: verityBlockSize}
 	_, _, errno := unix.Syscall(unix.SYS_IOCTL, f.Fd(), unix.FS_IOC_ENABLE_VERITY, uintptr(unsafe.Pointer(&arg)))
-	if errno != 0 && errno != unix.EEXIST {
-		return fmt.Errorf("enabling fs-verity on %s: %w", p, errno)
+	switch errno {
+	case 0, unix.EEXIST:
+		return nil
+	case unix.EOPNOTSUPP, unix.ENOTTY:
+		return fmt.Errorf("enabling fs-verity on %s: %w", p, ErrVerityUnsupported)
 	}
-	return nil
+	return fmt.Errorf("enabling fs-verity on %s: %w", p, errno)
 }
 
 // MeasureVerity returns the fs-verity SHA-256 digest of the file at p, or

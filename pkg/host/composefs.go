@@ -51,12 +51,13 @@ func deployComposefs(ctx context.Context, sr *sysroot.Sysroot, st *store.Store, 
 		copts.Verity = enableVerity
 	}
 	tree, err := composefs.Build(ctx, layers, copts)
-	if err != nil {
-		return nil, err
+	var origVar *erofs.Inode
+	if err == nil {
+		origVar = tree.Lookup("/var")
+		err = composefsFixups(tree)
 	}
-	origVar := tree.Lookup("/var")
-	if err := composefsFixups(tree); err != nil {
-		return nil, err
+	if err != nil {
+		return nil, fmt.Errorf("deploying image %s as composefs: %w", id, err)
 	}
 	staging := filepath.Join(sr.DeployDir(opts.Stateroot), stagingPrefix+d.Name())
 	if err := removeStaging(staging); err != nil {
@@ -71,7 +72,7 @@ func deployComposefs(ctx context.Context, sr *sysroot.Sysroot, st *store.Store, 
 			return nil, err
 		}
 		d.Origin.Composefs, d.Origin.ComposefsVerity = digest, opts.Verity
-		view, release, err := mountComposefs(sr, filepath.Join(staging, ComposefsImage), ComposefsMountOptions(st, d))
+		view, release, err := mountComposefs(filepath.Join(staging, ComposefsImage), ComposefsMountOptions(st, d))
 		if err != nil {
 			return nil, err
 		}
@@ -166,26 +167,29 @@ func writeImage(root *erofs.Inode, path string) (string, error) {
 	return "sha256:" + hex.EncodeToString(h.Sum(nil)), f.Close()
 }
 
-// mountComposefs mounts a composefs image read-only on a new directory in
-// the sysroot's scratch space; release unmounts it.
-func mountComposefs(sr *sysroot.Sysroot, image string, opts composefs.MountOptions) (string, func(), error) {
-	if err := os.MkdirAll(sr.TempDir(), 0o700); err != nil {
-		return "", nil, err
-	}
-	mnt, err := os.MkdirTemp(sr.TempDir(), "cfs-")
+// mountComposefs mounts a composefs image read-only and returns a path to
+// it, /proc/self/fd/N: the mount is detached from the directory it was made
+// on as soon as the descriptor holds it, so that no mount is left behind,
+// even when the process is killed. release closes the descriptor, which
+// unmounts it.
+func mountComposefs(image string, opts composefs.MountOptions) (string, func(), error) {
+	mnt, err := os.MkdirTemp("", "bootstore-deployment-")
 	if err != nil {
 		return "", nil, err
 	}
+	defer os.Remove(mnt)
 	if err := composefs.Mount(image, mnt, opts); err != nil {
-		os.Remove(mnt)
 		return "", nil, err
 	}
-	return mnt, func() {
-		if err := unix.Unmount(mnt, 0); err != nil {
-			unix.Unmount(mnt, unix.MNT_DETACH)
-		}
-		os.Remove(mnt)
-	}, nil
+	fd, err := unix.Open(mnt, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if uerr := unix.Unmount(mnt, unix.MNT_DETACH); err == nil && uerr != nil {
+		unix.Close(fd)
+		err = uerr
+	}
+	if err != nil {
+		return "", nil, fmt.Errorf("composefs: holding the mount of %s: %w", image, err)
+	}
+	return fmt.Sprintf("/proc/self/fd/%d", fd), func() { unix.Close(fd) }, nil
 }
 
 // copyEtc copies the mounted image's /etc (faithfully: owners, modes,
@@ -219,7 +223,7 @@ func seedVarFromImage(ctx context.Context, sr *sysroot.Sysroot, st *store.Store,
 	if _, err := writeImage(composefs.Clone(origVar), img); err != nil {
 		return err
 	}
-	view, release, err := mountComposefs(sr, img, ComposefsMountOptions(st, d))
+	view, release, err := mountComposefs(img, ComposefsMountOptions(st, d))
 	if err != nil {
 		return err
 	}
@@ -241,5 +245,5 @@ func DeploymentTree(sr *sysroot.Sysroot, st *store.Store, d sysroot.Deployment) 
 	if d.Origin.Composefs == "" {
 		return sr.DeploymentPath(d), func() {}, nil
 	}
-	return mountComposefs(sr, filepath.Join(sr.DeploymentPath(d), ComposefsImage), ComposefsMountOptions(st, d))
+	return mountComposefs(filepath.Join(sr.DeploymentPath(d), ComposefsImage), ComposefsMountOptions(st, d))
 }

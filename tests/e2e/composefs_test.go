@@ -199,3 +199,28 @@ func TestComposefsUpgradeMergeGC(t *testing.T) {
 		t.Errorf("gc kept %s, the layer only the dropped v1 used", v1Top)
 	}
 }
+
+// TestComposefsVerityWithoutSupportFailsCleanly installs with --verity on a
+// filesystem without fs-verity: the install fails naming fs-verity and
+// leaves no deployment and no boot entry.
+func TestComposefsVerityWithoutSupportFailsCleanly(t *testing.T) {
+	h := newHost(t)
+	probe := filepath.Join(h.root, "verity-probe")
+	writeFile(t, probe, "probe")
+	err := composefs.EnableVerity(probe)
+	os.Remove(probe)
+	if err == nil {
+		t.Skip("this filesystem supports fs-verity")
+	}
+	reg := harness.StartRegistry(t)
+	reg.Push(t, osVersion(t, "1", nil, harness.Layer{etcFile("motd", "hi\n")}), "os:verity", "gzip")
+	h.expectFailure(1, []string{"fs-verity"}, h.installArgs(reg.Ref("os:verity"), "--experimental-unified-storage", "--composefs", "--verity")...)
+	if deps := h.deployments("default"); len(deps) != 0 {
+		t.Errorf("the failed install left deployments: %v", deps)
+	}
+	if entries, _ := filepath.Glob(filepath.Join(h.root, "boot/loader/entries/*.conf")); len(entries) != 0 {
+		t.Errorf("the failed install left boot entries: %v", entries)
+	}
+	h.expectFailure(2, []string{"--verity needs --composefs"}, h.installArgs(reg.Ref("os:verity"), "--experimental-unified-storage", "--verity")...)
+	h.expectFailure(2, []string{"--composefs needs --experimental-unified-storage"}, h.installArgs(reg.Ref("os:verity"), "--composefs")...)
+}
