@@ -29,6 +29,8 @@ type installOptions struct {
 	source           string
 	copyMode         string
 	allowNonBootable bool
+	composefs        bool
+	verity           bool
 }
 
 func newInstallToFilesystemCommand(g *globalOptions) *cobra.Command {
@@ -43,7 +45,12 @@ ROOT/ostree/deploy/STATEROOT and made the default boot entry.
 With --experimental-unified-storage the OS image stays in the unified store and
 the deployment shares its files (reflinks, or hardlinks where the filesystem
 has no reflinks). Without it the host is "split", as bootc hosts are today:
-the OS image is copied into the deployment and not kept.`,
+the OS image is copied into the deployment and not kept.
+
+With --composefs (unified storage only) the deployment is one EROFS image of
+the tree's metadata whose files redirect into the store's layers, mounted with
+overlayfs; --verity also enables fs-verity on the store's files and records
+their digests, so that a changed store file is refused when read.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runInstall(cmd, g, o, args[0])
@@ -60,6 +67,8 @@ the OS image is copied into the deployment and not kept.`,
 	f.StringVar(&o.source, "source-imgref", "", "the OS image (any containers/image transport; a bare name means docker://)")
 	f.StringVar(&o.copyMode, "copy-mode", "auto", "how deployment files are taken from the store: auto|reflink|hardlink|copy")
 	f.BoolVar(&o.allowNonBootable, "allow-non-bootable", false, "install an image without the bootable label")
+	f.BoolVar(&o.composefs, "composefs", false, "deploy as a composefs image over the unified store's files (needs --experimental-unified-storage)")
+	f.BoolVar(&o.verity, "verity", false, "with --composefs: enable fs-verity on the store's files and require it when mounting")
 	cmd.MarkFlagRequired("source-imgref")
 	return cmd
 }
@@ -70,6 +79,12 @@ func runInstall(cmd *cobra.Command, g *globalOptions, o *installOptions, root st
 	}
 	if o.replace != "" && o.replace != "wipe" {
 		return usageError{fmt.Errorf("--replace must be wipe, not %q", o.replace)}
+	}
+	if o.composefs && !o.unified {
+		return usageError{fmt.Errorf("--composefs needs --experimental-unified-storage")}
+	}
+	if o.verity && !o.composefs {
+		return usageError{fmt.Errorf("--verity needs --composefs")}
 	}
 	mode, err := fsclone.ParseMode(o.copyMode)
 	if err != nil {
@@ -92,6 +107,8 @@ func runInstall(cmd *cobra.Command, g *globalOptions, o *installOptions, root st
 		SkipBoundImages: o.boundImages == "skip",
 		Wipe:            o.replace == "wipe",
 		CopyMode:        mode,
+		Composefs:       o.composefs,
+		Verity:          o.verity,
 		Pull: store.PullOptions{
 			System:          o.registry.systemContext(cmd),
 			RequireBootable: !o.allowNonBootable,
@@ -107,7 +124,11 @@ func runInstall(cmd *cobra.Command, g *globalOptions, o *installOptions, root st
 	out := cmd.OutOrStdout()
 	o.output.say(out, "Installed %s (%s storage) as deployment %s in stateroot %s\n",
 		res.Host.Ref, d.Deployment.Origin.Storage, d.Deployment.Name(), d.Deployment.Stateroot)
-	o.output.say(out, "Deployed %d files, %s in %.2fs: %s\n", d.Build.Files, units.HumanSize(float64(d.Build.Bytes)), d.Duration.Seconds(), d.Clones)
+	if d.Deployment.Origin.Composefs != "" {
+		o.output.say(out, "Deployed %d files, %s as composefs image %s in %.2fs\n", d.Build.Files, units.HumanSize(float64(d.Build.Bytes)), d.Deployment.Origin.Composefs, d.Duration.Seconds())
+	} else {
+		o.output.say(out, "Deployed %d files, %s in %.2fs: %s\n", d.Build.Files, units.HumanSize(float64(d.Build.Bytes)), d.Duration.Seconds(), d.Clones)
+	}
 	for _, b := range res.Bound {
 		o.output.say(out, "Bound image: %s %s\n", b.Ref, b.ID)
 	}

@@ -326,6 +326,20 @@ func (b *builder) mkdir(p, name string, subs []*listing, dst *dirRef, meta *dirM
 		return b.errAt(subs[0].layer, p, err)
 	}
 	child := newRef(fd)
+	lists, err := b.subListings(p, name, subs)
+	if err != nil {
+		child.release()
+		return err
+	}
+	cm := &dirMeta{name: name, layer: lists[0].layer, st: lists[0].st, xattrs: lists[0].xattrs}
+	meta.children = append(meta.children, cm)
+	b.dirs.Add(1)
+	return b.mergeDir(p, lists, child, cm)
+}
+
+// subListings reads the listings of directory name (image path p) in the
+// layers of subs (top first), down to the first opaque one.
+func (b *builder) subListings(p, name string, subs []*listing) ([]*listing, error) {
 	var lists []*listing
 	for _, l := range subs {
 		sfd, err := unix.Openat(l.dir.fd, name, openDir, 0)
@@ -337,18 +351,14 @@ func (b *builder) mkdir(p, name string, subs []*listing, dst *dirRef, meta *dirM
 		}
 		if err != nil {
 			release(lists)
-			child.release()
-			return err
+			return nil, err
 		}
 		lists = append(lists, cl)
 		if cl.opaque {
 			break
 		}
 	}
-	cm := &dirMeta{name: name, layer: lists[0].layer, st: lists[0].st, xattrs: lists[0].xattrs}
-	meta.children = append(meta.children, cm)
-	b.dirs.Add(1)
-	return b.mergeDir(p, lists, child, cm)
+	return lists, nil
 }
 
 // nondir creates everything but a directory: files go to the workers,

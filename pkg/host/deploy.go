@@ -50,6 +50,12 @@ type DeployOptions struct {
 	CopyMode fsclone.Mode
 	// Kargs come first on the kernel command line, before kargs.d's.
 	Kargs []string
+	// Composefs writes the deployment as a composefs image over the
+	// store's layers (see ComposefsImage) instead of a tree of files.
+	Composefs bool
+	// Verity (with Composefs) enables fs-verity on the store's files and
+	// records their digests in the image.
+	Verity bool
 }
 
 // Deployed is a deployment written to disk, with the boot entry that
@@ -77,6 +83,9 @@ func Deploy(ctx context.Context, sr *sysroot.Sysroot, st *store.Store, id string
 	deployDir := sr.DeployDir(opts.Stateroot)
 	if err := os.MkdirAll(deployDir, 0o755); err != nil {
 		return nil, err
+	}
+	if opts.Composefs {
+		return deployComposefs(ctx, sr, st, id, layers, d, opts)
 	}
 	staging := filepath.Join(deployDir, stagingPrefix+d.Name())
 	if err := removeStaging(staging); err != nil {
@@ -125,7 +134,13 @@ func finishDeployment(ctx context.Context, sr *sysroot.Sysroot, staging string, 
 	if err := storageLink(staging); err != nil {
 		return nil, err
 	}
-	kver, modules, err := bls.FindKernel(staging)
+	return commitDeployment(sr, staging, staging, d, opts)
+}
+
+// commitDeployment installs the kernel of tree (the deployment's view),
+// writes the origin and renames staging into place.
+func commitDeployment(sr *sysroot.Sysroot, tree, staging string, d sysroot.Deployment, opts DeployOptions) (*Deployed, error) {
+	kver, modules, err := bls.FindKernel(tree)
 	if err != nil {
 		return nil, err
 	}
@@ -133,11 +148,12 @@ func finishDeployment(ctx context.Context, sr *sysroot.Sysroot, staging string, 
 	if err != nil {
 		return nil, err
 	}
-	kargsD, err := bls.ReadKargsD(staging, runtime.GOARCH)
+	kargsD, err := bls.ReadKargsD(tree, runtime.GOARCH)
 	if err != nil {
 		return nil, err
 	}
 	d.Origin.Kargs = append(append([]string(nil), opts.Kargs...), kargsD...)
+	pretty := prettyName(tree)
 	if err := sr.WriteOrigin(d); err != nil {
 		return nil, err
 	}
@@ -146,7 +162,7 @@ func finishDeployment(ctx context.Context, sr *sysroot.Sysroot, staging string, 
 		return nil, err
 	}
 	entry := bls.Entry{
-		Title:      fmt.Sprintf("%s (ostree:%s:%s)", prettyName(sr.DeploymentPath(d)), d.Stateroot, kver),
+		Title:      fmt.Sprintf("%s (ostree:%s:%s)", pretty, d.Stateroot, kver),
 		Linux:      linux,
 		Initrd:     initrd,
 		Options:    d.Origin.Kargs,

@@ -48,9 +48,7 @@ func FinalizeStaged(ctx context.Context, sr *sysroot.Sysroot) (*Finalized, error
 	res := &Finalized{Deployment: staged}
 	entries := []bls.Entry{*state.StagedEntry}
 	if booted := state.BootedDeployment(); booted != nil {
-		bootedPath := sr.DeploymentPath(*booted)
-		res.Etc, err = etcmerge.Merge(filepath.Join(bootedPath, "usr", "etc"), filepath.Join(bootedPath, "etc"),
-			filepath.Join(sr.DeploymentPath(staged), "etc"))
+		res.Etc, err = mergeEtc(ctx, sr, *booted, staged)
 		if err != nil {
 			return nil, fmt.Errorf("merging /etc into %s: %w", staged.Name(), err)
 		}
@@ -60,6 +58,26 @@ func FinalizeStaged(ctx context.Context, sr *sysroot.Sysroot) (*Finalized, error
 		return nil, err
 	}
 	return res, sr.ClearStaged()
+}
+
+// mergeEtc merges the booted deployment's /etc changes into the staged
+// one's. A composefs deployment's /usr/etc is in its image, mounted for it.
+func mergeEtc(ctx context.Context, sr *sysroot.Sysroot, booted, staged sysroot.Deployment) (etcmerge.Stats, error) {
+	usrEtc := filepath.Join(sr.DeploymentPath(booted), "usr", "etc")
+	if booted.Origin.Composefs != "" {
+		st, err := OpenStore(ctx, sr, nil)
+		if err != nil {
+			return etcmerge.Stats{}, err
+		}
+		defer st.Close()
+		tree, release, err := DeploymentTree(sr, st, booted)
+		if err != nil {
+			return etcmerge.Stats{}, err
+		}
+		defer release()
+		usrEtc = filepath.Join(tree, "usr", "etc")
+	}
+	return etcmerge.Merge(usrEtc, filepath.Join(sr.DeploymentPath(booted), "etc"), filepath.Join(sr.DeploymentPath(staged), "etc"))
 }
 
 // Rollback makes the rollback deployment the default boot entry, with the

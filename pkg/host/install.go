@@ -35,7 +35,10 @@ type InstallOptions struct {
 	// Wipe empties a non-empty root first (--replace=wipe).
 	Wipe     bool
 	CopyMode fsclone.Mode
-	Pull     store.PullOptions
+	// Composefs deploys a composefs image (needs Unified); Verity adds
+	// fs-verity digests of the store's files to it.
+	Composefs, Verity bool
+	Pull              store.PullOptions
 	// Warn receives warnings such as the vfs fallback.
 	Warn io.Writer
 }
@@ -56,6 +59,9 @@ func Install(ctx context.Context, root string, opts InstallOptions) (*Installed,
 	sr, err := sysroot.New(root)
 	if err != nil {
 		return nil, err
+	}
+	if opts.Composefs && !opts.Unified {
+		return nil, ErrComposefsNeedsUnified
 	}
 	if err := prepareRoot(sr, opts.Wipe); err != nil {
 		return nil, err
@@ -147,7 +153,9 @@ func installUnified(ctx context.Context, sr *sysroot.Sysroot, st *store.Store, o
 	if err != nil {
 		return nil, err
 	}
-	dep, err := Deploy(ctx, sr, st, pulled.Host.ID, origin, DeployOptions{Stateroot: opts.Stateroot, CopyMode: opts.CopyMode, Kargs: opts.Kargs})
+	dep, err := Deploy(ctx, sr, st, pulled.Host.ID, origin, DeployOptions{
+		Stateroot: opts.Stateroot, CopyMode: opts.CopyMode, Kargs: opts.Kargs, Composefs: opts.Composefs, Verity: opts.Verity,
+	})
 	if err != nil {
 		return nil, fmt.Errorf("installing %s: %w", pulled.Host.Ref, err)
 	}

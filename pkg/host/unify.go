@@ -67,6 +67,11 @@ func SetUnified(ctx context.Context, sr *sysroot.Sysroot, pull store.PullOptions
 		return nil, err
 	}
 	res := &Unified{Image: pulled.Host}
+	if booted.Origin.Composefs != "" {
+		// Its image redirects into the store's layers: nothing to share.
+		res.AlreadyUnified = true
+		return res, nil
+	}
 	layers, err := st.LayerDirs(booted.ID)
 	if err != nil {
 		return nil, err

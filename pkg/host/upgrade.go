@@ -163,11 +163,15 @@ func stageUnified(ctx context.Context, sr *sysroot.Sysroot, st *store.Store, sta
 	if err != nil {
 		return nil, err
 	}
-	kargs, err := userKargs(sr, booted)
+	kargs, err := userKargs(sr, st, booted)
 	if err != nil {
 		return nil, err
 	}
-	dep, err := Deploy(ctx, sr, st, pulled.Host.ID, origin, DeployOptions{Stateroot: booted.Stateroot, CopyMode: opts.CopyMode, Kargs: kargs})
+	// A composefs host stays one: the choice is the booted deployment's.
+	dep, err := Deploy(ctx, sr, st, pulled.Host.ID, origin, DeployOptions{
+		Stateroot: booted.Stateroot, CopyMode: opts.CopyMode, Kargs: kargs,
+		Composefs: booted.Origin.Composefs != "", Verity: booted.Origin.ComposefsVerity,
+	})
 	if err != nil {
 		return nil, fmt.Errorf("deploying %s: %w", pulled.Host.Ref, err)
 	}
@@ -184,7 +188,7 @@ func stageSplit(ctx context.Context, sr *sysroot.Sysroot, unified *store.Store, 
 	if current(state, digest.String(), "") {
 		return &StageResult{UpToDate: true}, sr.WriteCachedUpdate(nil)
 	}
-	kargs, err := userKargs(sr, booted)
+	kargs, err := userKargs(sr, unified, booted)
 	if err != nil {
 		return nil, err
 	}
@@ -228,8 +232,13 @@ func release(sr *sysroot.Sysroot, state *sysroot.State) (*StageResult, error) {
 
 // userKargs are the booted deployment's kernel arguments without the ones
 // its image's kargs.d added: the new image's kargs.d replaces those.
-func userKargs(sr *sysroot.Sysroot, d *sysroot.Deployment) ([]string, error) {
-	fromImage, err := bls.ReadKargsD(sr.DeploymentPath(*d), "")
+func userKargs(sr *sysroot.Sysroot, st *store.Store, d *sysroot.Deployment) ([]string, error) {
+	tree, release, err := DeploymentTree(sr, st, *d)
+	if err != nil {
+		return nil, err
+	}
+	fromImage, err := bls.ReadKargsD(tree, "")
+	release()
 	if err != nil {
 		return nil, err
 	}

@@ -57,6 +57,12 @@ type Origin struct {
 	Architecture string
 	// Kargs are the kernel arguments of the deployment's boot entry.
 	Kargs []string
+	// Composefs is the digest ("sha256:...") of the deployment's composefs
+	// image, empty for a deployment that is a tree of files.
+	Composefs string
+	// ComposefsVerity says the image records fs-verity digests of the
+	// store's files, to be mounted with verity=require.
+	ComposefsVerity bool
 }
 
 // ContainerImageReference renders ostree-ext's origin reference:
@@ -115,6 +121,10 @@ func (o Origin) Marshal() []byte {
 		"timestamp":       o.Timestamp,
 		"architecture":    o.Architecture,
 		"kargs":           joinList(o.Kargs),
+		"composefs":       o.Composefs,
+	}
+	if o.ComposefsVerity {
+		kv["composefs-verity"] = "true"
 	}
 	keys := make([]string, 0, len(kv))
 	for k := range kv {
@@ -160,6 +170,10 @@ func UnmarshalOrigin(data []byte) (Origin, error) {
 			o.Architecture = v
 		case "bootstore.kargs":
 			o.Kargs = splitList(v)
+		case "bootstore.composefs":
+			o.Composefs = v
+		case "bootstore.composefs-verity":
+			o.ComposefsVerity = v == "true"
 		}
 	}
 	if o.Image == "" {

@@ -354,6 +354,13 @@ func oracleCheck(t *testing.T, h *host, ref, dep string) (ov, got harness.Tree) 
 		}
 		t.Errorf("%s should hold the deployment and its origin only: %q", deployDir, names)
 	}
+	return oracleCheckView(t, h, ref, dep)
+}
+
+// oracleCheckView is oracleCheck's comparison of dep, a directory showing
+// the deployment's tree as it boots, with the overlay view of ref's layers.
+func oracleCheckView(t *testing.T, h *host, ref, dep string) (ov, got harness.Tree) {
+	t.Helper()
 	mnt := oracleMount(t, h.layerDirs(ref))
 	start := time.Now()
 	ov = harness.Snapshot(t, mnt)
