@@ -6,6 +6,8 @@ import (
 	"sort"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/bootstore/bootstore/pkg/xattr"
 )
 
 // Entry is one path of the union of layers, as [Walk] reports it: what
@@ -21,15 +23,9 @@ type Entry struct {
 	// two non-directory entries with equal Dev and Ino are one inode.
 	Stat unix.Stat_t
 	// Xattrs are the entry's xattrs without overlay's own.
-	Xattrs []Xattr
+	Xattrs []xattr.Attr
 	// Target is a symlink's target.
 	Target string
-}
-
-// Xattr is one extended attribute of an entry.
-type Xattr struct {
-	Name  string
-	Value []byte
 }
 
 // Walk calls fn for every path of the union of layers (base first, topmost
@@ -55,19 +51,11 @@ func Walk(ctx context.Context, layers []string, fn func(*Entry) error) error {
 		release(lists)
 		return b.errAt(i, "/", err)
 	}
-	if err := fn(&Entry{Path: "/", Layer: lists[0].layer, Stat: lists[0].st, Xattrs: exported(lists[0].xattrs)}); err != nil {
+	if err := fn(&Entry{Path: "/", Layer: lists[0].layer, Stat: lists[0].st, Xattrs: lists[0].xattrs}); err != nil {
 		release(lists)
 		return err
 	}
 	return b.walkDir("/", lists, fn)
-}
-
-func exported(xs []xattr) []Xattr {
-	out := make([]Xattr, 0, len(xs))
-	for _, x := range xs {
-		out = append(out, Xattr{Name: x.name, Value: x.value})
-	}
-	return out
 }
 
 // walkDir reports the contents of the merged directory p (lists top first)
@@ -111,7 +99,7 @@ func (b *builder) walkDir(p string, lists []*listing, fn func(*Entry) error) err
 		if err != nil {
 			return err
 		}
-		if err := fn(&Entry{Path: cp, Layer: sub[0].layer, Stat: sub[0].st, Xattrs: exported(sub[0].xattrs)}); err != nil {
+		if err := fn(&Entry{Path: cp, Layer: sub[0].layer, Stat: sub[0].st, Xattrs: sub[0].xattrs}); err != nil {
 			release(sub)
 			return err
 		}
@@ -132,7 +120,7 @@ func (b *builder) describe(top *listing, p, name string, st *unix.Stat_t) (*Entr
 	if err := unsupported(xs); err != nil {
 		return nil, b.errAt(top.layer, p, err)
 	}
-	e.Xattrs = exported(public(xs))
+	e.Xattrs = public(xs)
 	if st.Mode&unix.S_IFMT == unix.S_IFLNK {
 		if e.Target, err = readlinkat(top.dir.fd, name); err != nil {
 			return nil, b.errAt(top.layer, p, err)
