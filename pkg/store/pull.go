@@ -45,6 +45,11 @@ type PullOptions struct {
 	ReportWriter io.Writer
 	// Progress receives machine-readable progress (nil: none).
 	Progress progress.Sink
+	// Name is the reference the image is known by when the source is a
+	// copy of it (an image set's OCI layout): the store names the image
+	// after Name and Pulled.Ref reports it, so later pulls from the
+	// registry find it. nil means the source itself.
+	Name types.ImageReference
 }
 
 // Pulled describes one image after a pull.
@@ -65,11 +70,19 @@ type Pulled struct {
 // A tag is resolved to a digest once, and that digest is what is copied, so
 // the checks made before the copy hold for what lands.
 func (s *Store) PullImage(ctx context.Context, src types.ImageReference, opts PullOptions) (*Pulled, error) {
-	name := transports.ImageName(src)
+	known := src
+	if opts.Name != nil {
+		known = opts.Name
+	}
+	name := transports.ImageName(known)
 	sys := s.systemContext(opts.System)
-	named, err := storeName(src)
+	named, err := storeName(known)
 	if err != nil {
 		return nil, err
+	}
+	what := name // the source, for messages
+	if opts.Name != nil {
+		what = name + " from " + transports.ImageName(src)
 	}
 	remote, dgst, err := openRemote(ctx, sys, src)
 	if err != nil {
@@ -90,7 +103,7 @@ func (s *Store) PullImage(ctx context.Context, src types.ImageReference, opts Pu
 
 	s.notePartialPullsOff()
 	pinned := PinDigest(src, dgst)
-	layers, err := s.preflight(ctx, sys, remote, name, opts.RequireBootable)
+	layers, err := s.preflight(ctx, sys, remote, what, opts.RequireBootable)
 	if err != nil {
 		return nil, err
 	}
@@ -124,7 +137,7 @@ func (s *Store) PullImage(ctx context.Context, src types.ImageReference, opts Pu
 	finish(err)
 	if err != nil {
 		s.removeNewOrphanLayers(before)
-		return nil, fmt.Errorf("pulling %s: %w", name, err)
+		return nil, fmt.Errorf("pulling %s: %w", what, err)
 	}
 	img, err := istorage.Transport.GetStoreImage(s.s, dest)
 	if err != nil {
