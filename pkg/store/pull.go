@@ -28,6 +28,9 @@ import (
 var (
 	ErrNotBootable       = errors.New("image is not bootable")
 	ErrInsufficientSpace = errors.New("insufficient free space")
+	// ErrDigestMismatch: a source served content other than the digest
+	// asked for.
+	ErrDigestMismatch = errors.New("digest mismatch")
 )
 
 // Bootable labels: bootc's and ostree's.
@@ -182,7 +185,14 @@ func openRemote(ctx context.Context, sys *types.SystemContext, ref types.ImageRe
 	if err == nil {
 		var dgst digest.Digest
 		if dgst, err = manifest.Digest(raw); err == nil {
-			return src, dgst, nil
+			// GetManifest does not verify; a mirror (or a proxy) may serve
+			// another manifest for a name by digest. Refuse it here, before
+			// the store is searched for what was served.
+			if want, ok := ref.DockerReference().(reference.Digested); ok && want.Digest() != dgst {
+				err = fmt.Errorf("%w: the registry served manifest %s, not the digest the reference names (a mirror or cache serving other content?)", ErrDigestMismatch, dgst)
+			} else {
+				return src, dgst, nil
+			}
 		}
 	}
 	src.Close()
