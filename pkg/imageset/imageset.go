@@ -40,7 +40,6 @@ import (
 	"go.podman.io/image/v5/docker/reference"
 	"go.podman.io/image/v5/oci/archive"
 	"go.podman.io/image/v5/oci/layout"
-	"go.podman.io/image/v5/transports"
 	"go.podman.io/image/v5/types"
 	starchive "go.podman.io/storage/pkg/archive"
 
@@ -109,8 +108,8 @@ func IsCandidate(ref types.ImageReference) bool {
 // ErrNotImageSet when the layout has no host image (the caller then treats
 // ref as a plain image), and with ErrInvalid when the set is damaged.
 func Open(ctx context.Context, ref types.ImageReference, scratchDir string) (*Set, error) {
-	name := transports.ImageName(ref)
 	path, _, _ := strings.Cut(ref.StringWithinTransport(), ":")
+	name := ref.Transport().Name() + ":" + path
 	set := &Set{Source: name, Dir: path}
 	if ref.Transport().Name() == archive.Transport.Name() {
 		dir, err := unpack(ctx, path, scratchDir)
@@ -154,7 +153,7 @@ func unpack(ctx context.Context, file, scratchDir string) (string, error) {
 func (s *Set) read() error {
 	data, err := os.ReadFile(filepath.Join(s.Dir, imgspecv1.ImageIndexFile))
 	if errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("%w: %s has no %s", ErrInvalid, s.Source, imgspecv1.ImageIndexFile)
+		return fmt.Errorf("%w: %s has no %s (truncated, or not an OCI layout?)", ErrInvalid, s.Source, imgspecv1.ImageIndexFile)
 	}
 	if err != nil {
 		return fmt.Errorf("reading %s: %w", s.Source, err)
