@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -74,4 +75,12 @@ func (r *Registry) ServeManifestFor(ref, repo, other string) {
 		_, _ = io.Copy(w, resp.Body)
 		return true
 	})
+}
+
+// Kill kills docker-registry (SIGKILL to its process group), cutting the responses in
+// flight, and makes the proxy close every later connection (GoDown): a mirror dying
+// mid-transfer. The registry stays dead; t.Cleanup still tidies up.
+func (r *Registry) Kill() {
+	r.GoDown()
+	_ = syscall.Kill(-r.pgid, syscall.SIGKILL)
 }

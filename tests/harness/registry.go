@@ -32,6 +32,7 @@ type Registry struct {
 	LogFile    string // the registry's stderr (log level warn)
 
 	extraConfig string // appended to config.yml
+	pgid        int    // docker-registry's process group (Kill)
 
 	mu     sync.Mutex
 	counts Counts
@@ -133,6 +134,7 @@ http:
 	if err := cmd.Start(); err != nil {
 		return err
 	}
+	r.pgid = cmd.Process.Pid
 	exited := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(exited) }()
 	stop := func() {
