@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -72,7 +73,37 @@ type Pulled struct {
 // manifest the source serves now, in which case only the name is updated.
 // A tag is resolved to a digest once, and that digest is what is copied, so
 // the checks made before the copy hold for what lands.
+//
+// A pull from a registry that fails on a broken connection (a mirror or
+// cache dying mid-transfer) is retried from the start, up to twice: the
+// failed attempt left no layer, and the new attempt picks its source again
+// (registries.conf mirrors in order, then the registry itself).
 func (s *Store) PullImage(ctx context.Context, src types.ImageReference, opts PullOptions) (*Pulled, error) {
+	for attempt := 0; ; attempt++ {
+		p, err := s.pullImage(ctx, src, opts)
+		if err == nil || attempt == pullRetries || !IsRegistry(src) || !brokenConnection(err) || ctx.Err() != nil {
+			return p, err
+		}
+		fmt.Fprintf(s.opts.Warn, "Retrying %s after a broken connection: %v\n", transports.ImageName(src), err)
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// pullRetries is how often a pull is retried after a broken connection.
+const pullRetries = 2
+
+// brokenConnection reports whether err is a connection that broke or was
+// refused, as opposed to an answer (an HTTP error, a digest mismatch).
+func brokenConnection(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EPIPE)
+}
+
+func (s *Store) pullImage(ctx context.Context, src types.ImageReference, opts PullOptions) (*Pulled, error) {
 	known := src
 	if opts.Name != nil {
 		known = opts.Name

@@ -283,3 +283,40 @@ func TestSwitchToImageSetOffline(t *testing.T) {
 		t.Errorf("switch to the set: staged %+v", st.Status.Staged)
 	}
 }
+
+// --compression-format recompresses every layer of the set (here zstd);
+// the set records the registry's digests beside its own, and loads offline.
+func TestImageSaveRecompresses(t *testing.T) {
+	reg := harness.StartRegistry(t)
+	osRef, apps := imageSetFixture(t, reg, "os:v1", "1")
+	h := newHost(t)
+	dir := filepath.Join(t.TempDir(), "zstd")
+	h.ok(h.saveArgs(osRef, "oci:"+dir, "--compression-format", "zstd")...)
+	index := readIndex(t, dir)
+	if len(index.Manifests) != 3 {
+		t.Fatalf("want 3 images in the set, got %d", len(index.Manifests))
+	}
+	for _, d := range index.Manifests {
+		name := d.Annotations[imgspecv1.AnnotationRefName]
+		if src := d.Annotations["org.bootstore.image.source-digest"]; src == "" || src == d.Digest.String() {
+			t.Errorf("%s: source digest %q should be the registry's, not the recompressed %s", name, src, d.Digest)
+		}
+		var m imgspecv1.Manifest
+		readJSONFile(t, filepath.Join(dir, "blobs/sha256", d.Digest.Encoded()), &m)
+		for _, l := range m.Layers {
+			if l.MediaType != imgspecv1.MediaTypeImageLayerZstd {
+				t.Errorf("%s: layer %s is %s, want zstd", name, l.Digest, l.MediaType)
+			}
+		}
+	}
+	offline(reg)
+	h.ok("image", "load", "oci:"+dir)
+	if n := reg.Stats().Requests; n != 0 {
+		t.Errorf("image load sent %d requests to the registry", n)
+	}
+	for _, ref := range append([]string{osRef}, apps...) {
+		if byName(h.list(), ref) == nil {
+			t.Errorf("%s was not loaded", ref)
+		}
+	}
+}

@@ -156,3 +156,31 @@ func TestMirrorServingAnotherDigestIsRefused(t *testing.T) {
 		t.Errorf("the impostor was named %s: %+v", pinned, info)
 	}
 }
+
+// A mirror dying in the middle of a layer: the pull is retried and the
+// primary serves it, within one run.
+func TestMirrorDyingMidTransferFailsOverInOneRun(t *testing.T) {
+	harness.RequireCommand(t, "skopeo")
+	primary := harness.StartRegistry(t)
+	mirror := harness.StartRegistry(t)
+	primary.Push(t, bigOSImage(t, 4<<20), "os:v1", "gzip")
+	copyImage(t, primary, mirror, "os:v1")
+	h := newHost(t)
+	h.env = append(h.env, "CONTAINERS_REGISTRIES_CONF="+harness.MirrorsConf(t, primary.Addr, mirror.Addr))
+
+	mirror.DieMidBlob(1 << 20)
+	primary.ResetStats()
+	res := h.ok("image", "pull", "--signature-policy", h.policy, primary.Ref("os:v1"))
+	if !strings.Contains(res.stderr, "Retrying "+"docker://"+primary.Ref("os:v1")) {
+		t.Errorf("the pull should say it retried:\n%s", res)
+	}
+	if s := primary.Stats(); s.BlobBytes < 4<<20 {
+		t.Errorf("the primary should have served the big layer after the mirror died: %+v", s)
+	}
+	if byName(h.list(), primary.Ref("os:v1")) == nil {
+		t.Errorf("the image is not in the store")
+	}
+	if orphans := h.orphanLayers(); len(orphans) != 0 {
+		t.Errorf("the broken attempt left layers: %v", orphans)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 )
@@ -83,4 +84,53 @@ func (r *Registry) ServeManifestFor(ref, repo, other string) {
 func (r *Registry) Kill() {
 	r.GoDown()
 	_ = syscall.Kill(-r.pgid, syscall.SIGKILL)
+}
+
+// DieMidBlob makes the registry die during the first blob GET whose body is larger than
+// minSize: the proxy sends the status, headers and half of the body, then closes the
+// connection, and from then on closes every connection (GoDown). docker-registry itself
+// keeps running; use it for a mirror that crashes mid-transfer.
+func (r *Registry) DieMidBlob(minSize int64) {
+	var died atomic.Bool
+	r.SetFault(func(w http.ResponseWriter, req *http.Request) bool {
+		if died.Load() {
+			if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
+				conn.Close()
+			}
+			return true
+		}
+		if _, err := blobDigest(req); err != nil {
+			return false
+		}
+		out, err := http.NewRequestWithContext(req.Context(), req.Method, "http://"+r.DirectAddr+req.URL.RequestURI(), nil)
+		if err != nil {
+			return false
+		}
+		for _, h := range []string{"Range", "Accept"} {
+			if v := req.Header.Get(h); v != "" {
+				out.Header.Set(h, v)
+			}
+		}
+		resp, err := http.DefaultTransport.RoundTrip(out)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return true
+		}
+		defer resp.Body.Close()
+		for k, v := range resp.Header {
+			w.Header()[k] = v
+		}
+		if resp.ContentLength <= minSize || !died.CompareAndSwap(false, true) {
+			w.WriteHeader(resp.StatusCode)
+			_, _ = io.Copy(w, resp.Body)
+			return true
+		}
+		w.WriteHeader(resp.StatusCode)
+		_, _ = io.CopyN(w, resp.Body, resp.ContentLength/2)
+		_ = http.NewResponseController(w).Flush()
+		if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
+			conn.Close()
+		}
+		return true
+	})
 }
