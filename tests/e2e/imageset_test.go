@@ -191,6 +191,20 @@ func TestImageSaveThenLoadWithRegistryDown(t *testing.T) {
 		t.Errorf("a second load should find every image present:\n%s", out)
 	}
 	h.assertNoTemp("image load")
+
+	// A split host from the same archive: the bound images come from it too.
+	split := newHost(t)
+	split.ok(split.installArgs("oci-archive:" + archive)...)
+	if n := reg.Stats().Requests; n != 0 {
+		t.Errorf("a split install from the archive sent %d requests to the registry", n)
+	}
+	infos = split.list()
+	if len(infos) != 2 || byName(infos, apps[0]) == nil || byName(infos, apps[1]) == nil {
+		t.Errorf("a split host's store holds only the bound images, by their registry names: %+v", infos)
+	}
+	if st := split.status(); st.Status.Booted.Image == nil || st.Status.Booted.Image.Image.Image != osRef || st.Status.Booted.Bootstore.Storage != "split" {
+		t.Errorf("the split host should boot %s: %+v", osRef, st.Status.Booted)
+	}
 }
 
 // A host installed from an image set, and upgraded from another, with the

@@ -91,8 +91,7 @@ func TestPullThroughCacheServesSecondHost(t *testing.T) {
 		primary.ResetStats()
 		cache.ResetStats()
 		h := newHost(t)
-		h.env = append(h.env, "CONTAINERS_REGISTRIES_CONF="+conf)
-		h.ok("install", "to-filesystem", "--signature-policy", h.policy, "--source-imgref", osRef, "--experimental-unified-storage", h.root)
+		h.ok("install", "to-filesystem", "--registries-conf", conf, "--signature-policy", h.policy, "--source-imgref", osRef, "--experimental-unified-storage", h.root)
 		for _, ref := range apps {
 			if byName(h.list(), ref) == nil {
 				t.Errorf("host %d: bound image %s missing", i, ref)
