@@ -47,6 +47,7 @@ func (f *stageFlags) options(cmd *cobra.Command) (host.StageOptions, func() erro
 func newUpgradeCommand(g *globalOptions) *cobra.Command {
 	f := &stageFlags{}
 	var checkOnly, downloadOnly, fromDownloaded bool
+	var imageSet string
 	cmd := &cobra.Command{
 		Use:   "upgrade",
 		Short: "Fetch the booted image's newer version with its bound images and stage it",
@@ -62,6 +63,11 @@ deployment becomes the default at shutdown (bootstore-finalize-staged.service).`
 			}
 			defer closeSink()
 			opts.Check, opts.DownloadOnly, opts.FromDownloaded = checkOnly, downloadOnly, fromDownloaded
+			if imageSet != "" {
+				if opts.ImageSet, err = store.ParseReference(imageSet); err != nil {
+					return usageError{fmt.Errorf("--image-set: %w", err)}
+				}
+			}
 			sr, err := sysroot.New(g.sysroot)
 			if err != nil {
 				return err
@@ -77,6 +83,7 @@ deployment becomes the default at shutdown (bootstore-finalize-staged.service).`
 	cmd.Flags().BoolVar(&checkOnly, "check", false, "only check for an update (manifest and config; no layer)")
 	cmd.Flags().BoolVar(&downloadOnly, "download-only", false, "stage a deployment that is not finalized at shutdown until --from-downloaded")
 	cmd.Flags().BoolVar(&fromDownloaded, "from-downloaded", false, "release a deployment staged with --download-only")
+	cmd.Flags().StringVar(&imageSet, "image-set", "", "read the new image and its bound images from this image set (oci:DIR or oci-archive:FILE from image save) instead of the registry")
 	cmd.MarkFlagsMutuallyExclusive("check", "download-only", "from-downloaded")
 	return cmd
 }

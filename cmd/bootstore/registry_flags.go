@@ -14,6 +14,7 @@ type registryOptions struct {
 	signaturePolicy string
 	tlsVerify       bool
 	certDir         string
+	registriesConf  string
 }
 
 func addRegistryFlags(cmd *cobra.Command, o *registryOptions) {
@@ -22,6 +23,7 @@ func addRegistryFlags(cmd *cobra.Command, o *registryOptions) {
 	f.StringVar(&o.signaturePolicy, "signature-policy", "", "path of the signature policy (default: the system's policy.json)")
 	f.BoolVar(&o.tlsVerify, "tls-verify", true, "require HTTPS and verify certificates when talking to registries")
 	f.StringVar(&o.certDir, "cert-dir", "", "directory of certificates (*.crt, *.cert, *.key) for registries")
+	f.StringVar(&o.registriesConf, "registries-conf", "", "path of registries.conf (mirrors, insecure registries; default: $CONTAINERS_REGISTRIES_CONF or the system's)")
 }
 
 // systemContext turns the flags into containers/image settings.
@@ -31,6 +33,9 @@ func (o *registryOptions) systemContext(cmd *cobra.Command) *types.SystemContext
 		AuthFilePath:        o.authFile,
 		SignaturePolicyPath: o.signaturePolicy,
 		DockerCertPath:      o.certDir,
+		// "" lets containers/image read $CONTAINERS_REGISTRIES_CONF or
+		// /etc/containers/registries.conf (and registries.conf.d).
+		SystemRegistriesConfPath: o.registriesConf,
 	}
 	if cmd.Flags().Changed("tls-verify") {
 		sys.DockerInsecureSkipTLSVerify = types.NewOptionalBool(!o.tlsVerify)

@@ -86,11 +86,16 @@ func Install(ctx context.Context, root string, opts InstallOptions) (*Installed,
 	}
 	defer unified.Close()
 
+	src, err := openSource(ctx, sr, opts.Source)
+	if err != nil {
+		return nil, err
+	}
+	defer src.Close()
 	var res *Installed
 	if opts.Unified {
-		res, err = installUnified(ctx, sr, unified, opts)
+		res, err = installUnified(ctx, sr, unified, src, opts)
 	} else {
-		res, err = installSplit(ctx, sr, unified, opts)
+		res, err = installSplit(ctx, sr, unified, src, opts)
 	}
 	if err != nil {
 		return nil, err
@@ -144,12 +149,12 @@ func prepareRoot(sr *sysroot.Sysroot, wipe bool) error {
 	return nil
 }
 
-func installUnified(ctx context.Context, sr *sysroot.Sysroot, st *store.Store, opts InstallOptions) (*Installed, error) {
-	pulled, err := st.PullHost(ctx, opts.Source, store.HostPullOptions{PullOptions: opts.Pull, SkipBoundImages: opts.SkipBoundImages})
+func installUnified(ctx context.Context, sr *sysroot.Sysroot, st *store.Store, src *source, opts InstallOptions) (*Installed, error) {
+	pulled, err := st.PullHost(ctx, src.ref, src.pullOptions(opts.Pull, opts.SkipBoundImages))
 	if err != nil {
 		return nil, err
 	}
-	origin, err := NewOrigin(ctx, st, opts.Source, pulled.Host, pulled.Bound, sysroot.StorageUnified, opts.Pull.System)
+	origin, err := src.origin(ctx, st, pulled.Host, pulled.Bound, sysroot.StorageUnified, opts.Pull.System)
 	if err != nil {
 		return nil, err
 	}
@@ -164,8 +169,8 @@ func installUnified(ctx context.Context, sr *sysroot.Sysroot, st *store.Store, o
 
 // installSplit deploys a split host: the OS image is copied into the
 // deployment and not kept; only its bound images enter the unified store.
-func installSplit(ctx context.Context, sr *sysroot.Sysroot, unified *store.Store, opts InstallOptions) (*Installed, error) {
-	sp, err := deploySplit(ctx, sr, unified, opts.Source, opts.Stateroot, opts.Kargs, opts.SkipBoundImages, opts.Pull, opts.Warn, nil)
+func installSplit(ctx context.Context, sr *sysroot.Sysroot, unified *store.Store, src *source, opts InstallOptions) (*Installed, error) {
+	sp, err := deploySplit(ctx, sr, unified, src, opts.Stateroot, opts.Kargs, opts.SkipBoundImages, opts.Pull, opts.Warn, nil)
 	if err != nil {
 		return nil, fmt.Errorf("installing %s: %w", store.RefName(opts.Source), err)
 	}

@@ -35,9 +35,13 @@ type StageOptions struct {
 	DownloadOnly bool
 	// FromDownloaded releases a download-only staged deployment.
 	FromDownloaded bool
-	CopyMode       fsclone.Mode
-	Pull           store.PullOptions
-	Warn           io.Writer
+	// ImageSet, for Upgrade, reads the new image and its bound images
+	// from an image set (image save) of the image the host tracks,
+	// instead of from the registry.
+	ImageSet types.ImageReference
+	CopyMode fsclone.Mode
+	Pull     store.PullOptions
+	Warn     io.Writer
 }
 
 // StageResult reports what Upgrade or Switch did.
@@ -85,13 +89,22 @@ func stage(ctx context.Context, sr *sysroot.Sysroot, src types.ImageReference, o
 		return release(sr, state)
 	}
 	switching := src != nil
-	if !switching {
-		if src, err = SourceOf(booted.Origin); err != nil {
-			return nil, err
-		}
+	var from *source
+	switch {
+	case switching:
+		from, err = openSource(ctx, sr, src)
+	case opts.ImageSet != nil:
+		from, err = openUpgradeSet(ctx, sr, opts.ImageSet, booted)
+	default:
+		from = &source{}
+		from.ref, err = SourceOf(booted.Origin)
 	}
+	if err != nil {
+		return nil, err
+	}
+	defer from.Close()
 	if opts.Check {
-		return check(ctx, sr, state, src, opts)
+		return check(ctx, sr, state, from, opts)
 	}
 	if err := RemoveLeftovers(sr, state); err != nil {
 		return nil, err
@@ -104,9 +117,9 @@ func stage(ctx context.Context, sr *sysroot.Sysroot, src types.ImageReference, o
 
 	var res *StageResult
 	if booted.Origin.Storage == sysroot.StorageUnified || unified.HasImage(booted.ID) {
-		res, err = stageUnified(ctx, sr, unified, state, src, switching, opts)
+		res, err = stageUnified(ctx, sr, unified, state, from, switching, opts)
 	} else {
-		res, err = stageSplit(ctx, sr, unified, state, src, switching, opts)
+		res, err = stageSplit(ctx, sr, unified, state, from, switching, opts)
 	}
 	if err != nil || res.Staged == nil {
 		return res, err
@@ -120,14 +133,18 @@ func stage(ctx context.Context, sr *sysroot.Sysroot, src types.ImageReference, o
 }
 
 // check records the newer image's metadata without fetching a layer.
-func check(ctx context.Context, sr *sysroot.Sysroot, state *sysroot.State, src types.ImageReference, opts StageOptions) (*StageResult, error) {
-	info, err := store.RemoteInfo(ctx, opts.Pull.System, src)
+func check(ctx context.Context, sr *sysroot.Sysroot, state *sysroot.State, from *source, opts StageOptions) (*StageResult, error) {
+	info, err := store.RemoteInfo(ctx, opts.Pull.System, from.ref)
 	if err != nil {
 		return nil, err
+	}
+	if from.set != nil {
+		info.Digest = from.set.Host.SourceDigest
 	}
 	if current(state, info.Digest.String(), "") {
 		return &StageResult{UpToDate: true}, sr.WriteCachedUpdate(nil)
 	}
+	src := from.known()
 	update := &sysroot.Origin{
 		Transport: src.Transport().Name(), Image: imageWithinTransport(src), ManifestDigest: info.Digest.String(),
 		Version: info.Labels["org.opencontainers.image.version"], Architecture: info.Architecture, Timestamp: info.Created,
@@ -145,9 +162,9 @@ func current(state *sysroot.State, digest, id string) bool {
 	return false
 }
 
-func stageUnified(ctx context.Context, sr *sysroot.Sysroot, st *store.Store, state *sysroot.State, src types.ImageReference, switching bool, opts StageOptions) (*StageResult, error) {
+func stageUnified(ctx context.Context, sr *sysroot.Sysroot, st *store.Store, state *sysroot.State, src *source, switching bool, opts StageOptions) (*StageResult, error) {
 	booted := state.BootedDeployment()
-	pulled, err := st.PullHost(ctx, src, store.HostPullOptions{PullOptions: opts.Pull})
+	pulled, err := st.PullHost(ctx, src.ref, src.pullOptions(opts.Pull, false))
 	if err != nil {
 		return nil, err
 	}
@@ -159,7 +176,7 @@ func stageUnified(ctx context.Context, sr *sysroot.Sysroot, st *store.Store, sta
 		res.UpToDate = true
 		return res, sr.WriteCachedUpdate(nil)
 	}
-	origin, err := NewOrigin(ctx, st, src, pulled.Host, pulled.Bound, sysroot.StorageUnified, opts.Pull.System)
+	origin, err := src.origin(ctx, st, pulled.Host, pulled.Bound, sysroot.StorageUnified, opts.Pull.System)
 	if err != nil {
 		return nil, err
 	}
@@ -179,9 +196,12 @@ func stageUnified(ctx context.Context, sr *sysroot.Sysroot, st *store.Store, sta
 	return res, commitStaged(sr, state, dep, opts.DownloadOnly)
 }
 
-func stageSplit(ctx context.Context, sr *sysroot.Sysroot, unified *store.Store, state *sysroot.State, src types.ImageReference, switching bool, opts StageOptions) (*StageResult, error) {
+func stageSplit(ctx context.Context, sr *sysroot.Sysroot, unified *store.Store, state *sysroot.State, src *source, switching bool, opts StageOptions) (*StageResult, error) {
 	booted := state.BootedDeployment()
-	digest, err := store.RemoteDigest(ctx, opts.Pull.System, src)
+	digest, err := store.RemoteDigest(ctx, opts.Pull.System, src.ref)
+	if src.set != nil {
+		digest = src.set.Host.SourceDigest
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -261,7 +281,7 @@ type splitDeployed struct {
 // deploySplit pulls src into a temporary store and its bound images into
 // the unified store, only then copies src into a new deployment, and drops
 // the temporary store. check vets the pulled image before anything else.
-func deploySplit(ctx context.Context, sr *sysroot.Sysroot, unified *store.Store, src types.ImageReference, stateroot string, kargs []string,
+func deploySplit(ctx context.Context, sr *sysroot.Sysroot, unified *store.Store, src *source, stateroot string, kargs []string,
 	skipBound bool, pull store.PullOptions, warn io.Writer, check func(*store.Pulled) error) (*splitDeployed, error) {
 	tmpRoot, err := os.MkdirTemp(filepath.Dir(sr.StorageRoot()), ".split-")
 	if err != nil {
@@ -276,7 +296,8 @@ func deploySplit(ctx context.Context, sr *sysroot.Sysroot, unified *store.Store,
 		return nil, err
 	}
 	defer tmp.Close()
-	host, err := tmp.PullImage(ctx, src, pull)
+	hostPull := src.pullOptions(pull, skipBound)
+	host, err := tmp.PullImage(ctx, src.ref, hostPull.PullOptions)
 	if err != nil {
 		return nil, err
 	}
@@ -291,11 +312,11 @@ func deploySplit(ctx context.Context, sr *sysroot.Sysroot, unified *store.Store,
 		if err != nil {
 			return nil, fmt.Errorf("reading the bound images of %s: %w", host.Ref, err)
 		}
-		if res.Bound, err = unified.PullBound(ctx, host.Ref, bound, store.HostPullOptions{PullOptions: pull}); err != nil {
+		if res.Bound, err = unified.PullBound(ctx, host.Ref, bound, hostPull); err != nil {
 			return nil, err
 		}
 	}
-	origin, err := NewOrigin(ctx, tmp, src, host, res.Bound, sysroot.StorageSplit, pull.System)
+	origin, err := src.origin(ctx, tmp, host, res.Bound, sysroot.StorageSplit, pull.System)
 	if err != nil {
 		return nil, err
 	}

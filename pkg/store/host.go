@@ -46,6 +46,10 @@ type HostPullOptions struct {
 	SkipBoundImages bool
 	// Jobs bounds how many bound images are pulled at once (<=0: 3).
 	Jobs int
+	// BoundSource, when set, says where to pull a bound image from instead
+	// of its registry (an image set's OCI layout); the image is still named
+	// and recorded by its registry reference.
+	BoundSource func(boundimages.Image) (types.ImageReference, error)
 }
 
 // HostPull is the result of pulling an OS image and its bound images.
@@ -72,7 +76,7 @@ func (s *Store) PullHost(ctx context.Context, src types.ImageReference, opts Hos
 		if err != nil {
 			return nil, fmt.Errorf("reading the bound images of %s: %w", host.Ref, err)
 		}
-		res.Bound, err = s.PullBound(ctx, host.Ref, bound, opts)
+		res.Bound, err = s.pullBoundOf(ctx, host, bound, opts)
 		if err != nil {
 			return nil, err
 		}
@@ -87,6 +91,36 @@ func (s *Store) PullHost(ctx context.Context, src types.ImageReference, opts Hos
 	return res, nil
 }
 
+// pullBoundOf pulls the bound images of host. From an image set (a
+// BoundSource), whose failures are not transient, every source is resolved
+// before anything is pulled, and a failure removes the images this call
+// fetched, the host image included: a damaged set leaves nothing behind.
+func (s *Store) pullBoundOf(ctx context.Context, host *Pulled, bound []boundimages.Image, opts HostPullOptions) ([]*Pulled, error) {
+	if opts.BoundSource == nil {
+		return s.PullBound(ctx, host.Ref, bound, opts)
+	}
+	var errs []error
+	for _, b := range bound {
+		if _, err := opts.BoundSource(b); err != nil {
+			errs = append(errs, fmt.Errorf("bound image %s (from %s): %w", b.Ref, b.Entry, err))
+		}
+	}
+	err := errors.Join(errs...)
+	var pulled []*Pulled
+	if err == nil {
+		pulled, err = s.PullBound(ctx, host.Ref, bound, opts)
+	}
+	if err != nil {
+		for _, p := range append(pulled, host) {
+			if p != nil && p.Fetched {
+				s.RemoveImage(p.ID)
+			}
+		}
+		return nil, err
+	}
+	return pulled, nil
+}
+
 // DiscoverBound mounts an image read-only and reads its bound-images.d.
 func (s *Store) DiscoverBound(id string) ([]boundimages.Image, error) {
 	mnt, err := s.s.MountImage(id, []string{"ro"}, "")
@@ -99,7 +133,8 @@ func (s *Store) DiscoverBound(id string) ([]boundimages.Image, error) {
 
 // PullBound pulls the bound images of the host image hostRef concurrently
 // (bounded) and returns them in the order given. Every failure is reported,
-// each naming its image.
+// each naming its image; the images pulled are returned with the error
+// (nil for the failed ones).
 func (s *Store) PullBound(ctx context.Context, hostRef string, bound []boundimages.Image, opts HostPullOptions) ([]*Pulled, error) {
 	jobs := opts.Jobs
 	if jobs <= 0 {
@@ -127,7 +162,7 @@ func (s *Store) PullBound(ctx context.Context, hostRef string, bound []boundimag
 	g.SetLimit(jobs)
 	for i, b := range bound {
 		g.Go(func() error {
-			p, err := s.pullOneBound(gctx, b, opts.PullOptions)
+			p, err := s.pullOneBound(gctx, b, opts)
 			mu.Lock()
 			defer mu.Unlock()
 			out[i], errs[i] = p, err
@@ -140,25 +175,32 @@ func (s *Store) PullBound(ctx context.Context, hostRef string, bound []boundimag
 		})
 	}
 	g.Wait()
-	if err := errors.Join(errs...); err != nil {
-		return nil, err
-	}
-	return out, nil
+	// On failure, out still lists what was pulled, for callers that undo.
+	return out, errors.Join(errs...)
 }
 
-func (s *Store) pullOneBound(ctx context.Context, b boundimages.Image, base PullOptions) (*Pulled, error) {
+func (s *Store) pullOneBound(ctx context.Context, b boundimages.Image, host HostPullOptions) (*Pulled, error) {
 	ref, err := ParseRegistryReference(b.Ref)
 	if err != nil {
 		return nil, fmt.Errorf("bound image %s (from %s): %w", b.Ref, b.Entry, err)
 	}
+	base := host.PullOptions
 	opts := base
 	opts.RequireBootable = false
+	opts.Name = nil
+	src := ref
+	if host.BoundSource != nil {
+		if src, err = host.BoundSource(b); err != nil {
+			return nil, fmt.Errorf("bound image %s (from %s): %w", b.Ref, b.Entry, err)
+		}
+		opts.Name = ref
+	}
 	if b.AuthFile != "" {
 		sys := *s.systemContext(base.System)
 		sys.AuthFilePath = b.AuthFile
 		opts.System = &sys
 	}
-	p, err := s.PullImage(ctx, ref, opts)
+	p, err := s.PullImage(ctx, src, opts)
 	if err != nil {
 		return nil, fmt.Errorf("bound image %s (from %s): %w", b.Ref, b.Entry, err)
 	}

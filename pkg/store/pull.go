@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -28,6 +29,9 @@ import (
 var (
 	ErrNotBootable       = errors.New("image is not bootable")
 	ErrInsufficientSpace = errors.New("insufficient free space")
+	// ErrDigestMismatch: a source served content other than the digest
+	// asked for.
+	ErrDigestMismatch = errors.New("digest mismatch")
 )
 
 // Bootable labels: bootc's and ostree's.
@@ -45,6 +49,11 @@ type PullOptions struct {
 	ReportWriter io.Writer
 	// Progress receives machine-readable progress (nil: none).
 	Progress progress.Sink
+	// Name is the reference the image is known by when the source is a
+	// copy of it (an image set's OCI layout): the store names the image
+	// after Name and Pulled.Ref reports it, so later pulls from the
+	// registry find it. nil means the source itself.
+	Name types.ImageReference
 }
 
 // Pulled describes one image after a pull.
@@ -64,12 +73,50 @@ type Pulled struct {
 // manifest the source serves now, in which case only the name is updated.
 // A tag is resolved to a digest once, and that digest is what is copied, so
 // the checks made before the copy hold for what lands.
+//
+// A pull from a registry that fails on a broken connection (a mirror or
+// cache dying mid-transfer) is retried from the start, up to twice: the
+// failed attempt left no layer, and the new attempt picks its source again
+// (registries.conf mirrors in order, then the registry itself).
 func (s *Store) PullImage(ctx context.Context, src types.ImageReference, opts PullOptions) (*Pulled, error) {
-	name := transports.ImageName(src)
+	for attempt := 0; ; attempt++ {
+		p, err := s.pullImage(ctx, src, opts)
+		if err == nil || attempt == pullRetries || !IsRegistry(src) || !brokenConnection(err) || ctx.Err() != nil {
+			return p, err
+		}
+		fmt.Fprintf(s.opts.Warn, "Retrying %s after a broken connection: %v\n", transports.ImageName(src), err)
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// pullRetries is how often a pull is retried after a broken connection.
+const pullRetries = 2
+
+// brokenConnection reports whether err is a connection that broke or was
+// refused, as opposed to an answer (an HTTP error, a digest mismatch).
+func brokenConnection(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EPIPE)
+}
+
+func (s *Store) pullImage(ctx context.Context, src types.ImageReference, opts PullOptions) (*Pulled, error) {
+	known := src
+	if opts.Name != nil {
+		known = opts.Name
+	}
+	name := transports.ImageName(known)
 	sys := s.systemContext(opts.System)
-	named, err := storeName(src)
+	named, err := storeName(known)
 	if err != nil {
 		return nil, err
+	}
+	what := name // the source, for messages
+	if opts.Name != nil {
+		what = name + " from " + transports.ImageName(src)
 	}
 	remote, dgst, err := openRemote(ctx, sys, src)
 	if err != nil {
@@ -90,7 +137,7 @@ func (s *Store) PullImage(ctx context.Context, src types.ImageReference, opts Pu
 
 	s.notePartialPullsOff()
 	pinned := PinDigest(src, dgst)
-	layers, err := s.preflight(ctx, sys, remote, name, opts.RequireBootable)
+	layers, err := s.preflight(ctx, sys, remote, what, opts.RequireBootable)
 	if err != nil {
 		return nil, err
 	}
@@ -124,7 +171,7 @@ func (s *Store) PullImage(ctx context.Context, src types.ImageReference, opts Pu
 	finish(err)
 	if err != nil {
 		s.removeNewOrphanLayers(before)
-		return nil, fmt.Errorf("pulling %s: %w", name, err)
+		return nil, fmt.Errorf("pulling %s: %w", what, err)
 	}
 	img, err := istorage.Transport.GetStoreImage(s.s, dest)
 	if err != nil {
@@ -169,7 +216,14 @@ func openRemote(ctx context.Context, sys *types.SystemContext, ref types.ImageRe
 	if err == nil {
 		var dgst digest.Digest
 		if dgst, err = manifest.Digest(raw); err == nil {
-			return src, dgst, nil
+			// GetManifest does not verify; a mirror (or a proxy) may serve
+			// another manifest for a name by digest. Refuse it here, before
+			// the store is searched for what was served.
+			if want, ok := ref.DockerReference().(reference.Digested); ok && want.Digest() != dgst {
+				err = fmt.Errorf("%w: the registry served manifest %s, not the digest the reference names (a mirror or cache serving other content?)", ErrDigestMismatch, dgst)
+			} else {
+				return src, dgst, nil
+			}
 		}
 	}
 	src.Close()

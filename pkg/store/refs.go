@@ -97,3 +97,14 @@ func storeNameOf(name string) (string, error) {
 	}
 	return reference.TagNameOnly(named).String(), nil
 }
+
+// NameOf is the name an image pulled from ref gets in the store: its
+// normalized registry reference, or localhost/<name>:<tag> for other
+// transports.
+func NameOf(ref types.ImageReference) (string, error) {
+	named, err := storeName(ref)
+	if err != nil {
+		return "", err
+	}
+	return named.String(), nil
+}

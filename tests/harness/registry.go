@@ -31,6 +31,9 @@ type Registry struct {
 	StorageDir string // the registry's filesystem storage root
 	LogFile    string // the registry's stderr (log level warn)
 
+	extraConfig string // appended to config.yml
+	pgid        int    // docker-registry's process group (Kill)
+
 	mu     sync.Mutex
 	counts Counts
 	fault  Fault
@@ -70,9 +73,16 @@ var (
 // and the counting proxy, waits until /v2/ answers, and registers t.Cleanup to stop both.
 func StartRegistry(t testing.TB) *Registry {
 	t.Helper()
+	return startRegistry(t, "")
+}
+
+// startRegistry is StartRegistry with extraConfig appended to docker-registry's config.yml
+// (e.g. a proxy: section, see StartPullThroughCache).
+func startRegistry(t testing.TB, extraConfig string) *Registry {
+	t.Helper()
 	RequireCommand(t, RegistryBinary)
 	dir := t.TempDir()
-	r := &Registry{StorageDir: filepath.Join(dir, "storage"), LogFile: filepath.Join(dir, "registry.log")}
+	r := &Registry{StorageDir: filepath.Join(dir, "storage"), LogFile: filepath.Join(dir, "registry.log"), extraConfig: extraConfig}
 	var err error
 	for attempt := 0; attempt < 5; attempt++ {
 		if err = r.startProcess(t, dir); err == nil {
@@ -109,7 +119,7 @@ storage:
 http:
   addr: %s
   secret: bootstore-harness
-`, r.StorageDir, r.DirectAddr)
+%s`, r.StorageDir, r.DirectAddr, r.extraConfig)
 	if err := os.WriteFile(cfg, []byte(conf), 0o644); err != nil {
 		return err
 	}
@@ -124,6 +134,7 @@ http:
 	if err := cmd.Start(); err != nil {
 		return err
 	}
+	r.pgid = cmd.Process.Pid
 	exited := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(exited) }()
 	stop := func() {
