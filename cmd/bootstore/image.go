@@ -16,7 +16,7 @@ import (
 func newImageCommand(g *globalOptions) *cobra.Command {
 	cmd := &cobra.Command{Use: "image", Short: "Manage the images in the unified store"}
 	cmd.AddCommand(newImagePullCommand(g), newImageListCommand(g), newImageSetUnifiedCommand(g),
-		newImagePinCommand(g, false), newImagePinCommand(g, true), newImagePushCommand(g))
+		newImagePinCommand(g, false), newImagePinCommand(g, true), newImagePushCommand(g), newImageEmbedCommand())
 	return cmd
 }
 

@@ -1,0 +1,176 @@
+package e2e
+
+import (
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	imgspecv1 "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/bootstore/bootstore/tests/harness"
+)
+
+// physicallyBoundDir is where OS images declare their embedded apps.
+const physicallyBoundDir = "/usr/lib/bootc/physically-bound-images.d"
+
+// embeddedStore is the default path of the embedded store in the OS image.
+const embeddedStore = "usr/lib/containers/storage"
+
+// twoLayerApp is an app of two layers: the shared harness.BaseLayer, then its
+// own files (so apps built with it share their first layer).
+func twoLayerApp(t *testing.T, name, content string) harness.Image {
+	t.Helper()
+	own := harness.WithParents(harness.Layer{
+		{Path: "/usr/share/harness-app/" + name, Type: harness.File, Data: []byte(content)},
+		{Path: "/usr/share/harness-app/" + name + ".link", Type: harness.Symlink, Link: name},
+		{Path: "/usr/share/harness-app/" + name + ".hard", Type: harness.Hardlink, Link: "/usr/share/harness-app/" + name},
+	})
+	return harness.Image{Layers: []harness.Layer{harness.WithParents(harness.BaseLayer(t)), own},
+		Labels: map[string]string{"org.opencontainers.image.title": name}, Cmd: []string{"/usr/bin/true"}}
+}
+
+// embedBase is a bootable OS image of version ver whose
+// physically-bound-images.d names each of refs through a .image quadlet.
+func embedBase(t *testing.T, ver string, refs ...string) harness.Image {
+	t.Helper()
+	var extra harness.Layer
+	for i, ref := range refs {
+		q := harness.QuadletDir + "/embedded" + string(rune('a'+i)) + ".image"
+		extra = append(extra,
+			harness.Entry{Path: q, Type: harness.File, Data: []byte(harness.ImageQuadlet(ref))},
+			harness.Entry{Path: physicallyBoundDir + "/" + filepath.Base(q), Type: harness.Symlink, Link: q})
+	}
+	extra = append(extra, harness.Entry{Path: "/usr/share/os/version", Type: harness.File, Data: []byte(ver + "\n")})
+	return harness.OSImage(t, harness.OSImageOptions{Bootable: true, Version: ver, ExtraLayers: []harness.Layer{harness.WithParents(extra)}})
+}
+
+func (h *host) embedArgs(args ...string) []string {
+	return append([]string{"image", "embed", "--tls-verify=false", "--signature-policy", h.policy}, args...)
+}
+
+// embedDigest is the manifest digest `image embed` printed last.
+func embedDigest(t *testing.T, res result) string {
+	t.Helper()
+	lines := strings.Split(strings.TrimSpace(res.stdout), "\n")
+	d, _, _ := strings.Cut(lines[len(lines)-1], " ")
+	if !strings.HasPrefix(d, "sha256:") {
+		t.Fatalf("image embed printed no digest:\n%s", res)
+	}
+	return d
+}
+
+// layoutManifest reads the manifest tagged tag in the OCI layout dir.
+func layoutManifest(t *testing.T, dir, tag string) imgspecv1.Manifest {
+	t.Helper()
+	var idx imgspecv1.Index
+	readJSONFile(t, filepath.Join(dir, "index.json"), &idx)
+	for _, m := range idx.Manifests {
+		if m.Annotations[imgspecv1.AnnotationRefName] == tag {
+			var man imgspecv1.Manifest
+			readJSONFile(t, filepath.Join(dir, "blobs", m.Digest.Algorithm().String(), m.Digest.Encoded()), &man)
+			return man
+		}
+	}
+	t.Fatalf("%s has no image tagged %s", dir, tag)
+	return imgspecv1.Manifest{}
+}
+
+func layerDigests(ls []imgspecv1.Descriptor) []string {
+	var out []string
+	for _, l := range ls {
+		out = append(out, l.Digest.String())
+	}
+	return out
+}
+
+// Building twice gives the same image; the apps' layers do not depend on the
+// base, on the order of the apps or on where they were named (argument or
+// quadlet); apps share their common layer.
+func TestEmbedIsDeterministic(t *testing.T) {
+	h := newHost(t)
+	reg := harness.StartRegistry(t)
+	reg.Push(t, twoLayerApp(t, "app1", "one\n"), "apps/app1:1", "gzip")
+	reg.Push(t, twoLayerApp(t, "app2", "two\n"), "apps/app2:1", "gzip")
+	app1, app2 := reg.Ref("apps/app1:1"), reg.Ref("apps/app2:1")
+	reg.Push(t, embedBase(t, "1", app2), "os:1", "gzip")
+	reg.Push(t, embedBase(t, "2"), "os:2", "gzip")
+	baseLayers := 3
+
+	dir := t.TempDir()
+	var digests []string
+	for _, out := range []string{"a", "b"} {
+		res := h.ok(h.embedArgs(reg.Ref("os:1"), app1, "--output", "oci:"+filepath.Join(dir, out)+":os")...)
+		digests = append(digests, embedDigest(t, res))
+	}
+	if digests[0] != digests[1] {
+		t.Fatalf("two builds of the same image differ: %s and %s", digests[0], digests[1])
+	}
+	manA := layoutManifest(t, filepath.Join(dir, "a"), "os")
+	// 3 base layers, 3 distinct app layers (the shared one once), 1 metadata layer.
+	if len(manA.Layers) != baseLayers+3+1 {
+		t.Fatalf("want %d layers, got %d: %v", baseLayers+4, len(manA.Layers), layerDigests(manA.Layers))
+	}
+
+	// Another base, apps in the other order, both as arguments.
+	res := h.ok(h.embedArgs(reg.Ref("os:2"), app2, app1, "--output", "oci:"+filepath.Join(dir, "c")+":os")...)
+	if embedDigest(t, res) == digests[0] {
+		t.Fatal("a different base gave the same image")
+	}
+	manC := layoutManifest(t, filepath.Join(dir, "c"), "os")
+	if slices.Equal(layerDigests(manA.Layers[:baseLayers]), layerDigests(manC.Layers[:baseLayers])) {
+		t.Fatal("the bases' layers should differ")
+	}
+	if a, c := layerDigests(manA.Layers[baseLayers:]), layerDigests(manC.Layers[baseLayers:]); !slices.Equal(a, c) {
+		t.Errorf("the embedded layers depend on the base or the order of the apps:\n%v\n%v", a, c)
+	}
+	// The base's own layers are kept as they are.
+	if man := layoutManifest(t, filepath.Join(dir, "c"), "os"); man.Layers[0].Digest != manA.Layers[0].Digest {
+		t.Errorf("the base's shared first layer was rewritten")
+	}
+}
+
+// After install, podman runs every embedded app from the deployment's store
+// with no request to any registry.
+func TestEmbeddedAppsRunWithoutPull(t *testing.T) {
+	h := newHost(t)
+	reg := harness.StartRegistry(t)
+	reg.Push(t, twoLayerApp(t, "app1", "one\n"), "apps/app1:1", "gzip")
+	reg.Push(t, twoLayerApp(t, "app2", "two\n"), "apps/app2:1", "zstd")
+	app1, app2 := reg.Ref("apps/app1:1"), reg.Ref("apps/app2:1")
+	reg.Push(t, embedBase(t, "1", app2), "os:1", "gzip")
+	h.ok(h.embedArgs(reg.Ref("os:1"), app1, "--output", "docker://"+reg.Ref("os:embedded"))...)
+	h.ok(h.installArgs(reg.Ref("os:embedded"), "--experimental-unified-storage")...)
+	deps := h.deployments("default")
+	if len(deps) != 1 {
+		t.Fatalf("want one deployment, got %v", deps)
+	}
+	storeDir := filepath.Join(h.deploymentDir(deps[0]), embeddedStore)
+
+	p := harness.NewPodman(t, "overlay")
+	p.StorageOpts = []string{"additionalimagestore=" + storeDir}
+	reg.ResetStats()
+	out, err := p.Run(t, "images", "--format", "{{.Repository}}:{{.Tag}}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{app1, app2} {
+		if !strings.Contains(out, want) {
+			t.Errorf("podman images does not list %s:\n%s", want, out)
+		}
+	}
+	for app, want := range map[string]string{app1: "one", app2: "two"} {
+		name := strings.TrimSuffix(filepath.Base(app), ":1")
+		out, err := p.Run(t, "run", "--rm", "--pull=never", app, "cat", "/usr/share/harness-app/"+name,
+			"/usr/share/harness-app/"+name+".link", "/usr/share/harness-app/"+name+".hard")
+		if err != nil {
+			t.Fatalf("running embedded %s: %v", app, err)
+		}
+		if strings.TrimSpace(out) != strings.Repeat(want+"\n", 2)+want {
+			t.Errorf("%s printed %q", app, out)
+		}
+	}
+	if st := reg.Stats(); st.Requests != 0 {
+		t.Errorf("running embedded apps reached the registry: %d requests", st.Requests)
+	}
+}
