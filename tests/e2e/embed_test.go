@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -172,5 +173,63 @@ func TestEmbeddedAppsRunWithoutPull(t *testing.T) {
 	}
 	if st := reg.Stats(); st.Requests != 0 {
 		t.Errorf("running embedded apps reached the registry: %d requests", st.Requests)
+	}
+}
+
+// Bad input: each failure names the app (or the base) and leaves neither
+// the output nor anything in the work directory.
+func TestEmbedRefusesBadInput(t *testing.T) {
+	h := newHost(t)
+	reg := harness.StartRegistry(t)
+	reg.Push(t, twoLayerApp(t, "app1", "one\n"), "apps/app1:1", "gzip")
+	reg.Push(t, twoLayerApp(t, "app2", "two\n"), "apps/app2:1", "gzip")
+	whiteout := twoLayerApp(t, "wh", "x\n")
+	whiteout.Layers = append(whiteout.Layers, harness.Layer{{Path: "/usr/bin/cat", Type: harness.Whiteout}})
+	reg.Push(t, whiteout, "apps/whiteout:1", "gzip")
+	opaque := twoLayerApp(t, "opq", "x\n")
+	opaque.Layers = append(opaque.Layers, harness.Layer{{Path: "/usr/share", Type: harness.Opaque}})
+	reg.Push(t, opaque, "apps/opaque:1", "gzip")
+	dev := twoLayerApp(t, "dev", "x\n")
+	dev.Layers[1] = append(dev.Layers[1], harness.Entry{Path: "/usr/share/harness-app/null", Type: harness.CharDev})
+	reg.Push(t, dev, "apps/dev:1", "gzip")
+	reg.Push(t, embedBase(t, "1"), "os:1", "gzip")
+	occupied := embedBase(t, "1")
+	occupied.Layers = append(occupied.Layers, harness.WithParents(harness.Layer{
+		{Path: "/" + embeddedStore + "/overlay-images/images.json", Type: harness.File, Data: []byte("[]")}}))
+	reg.Push(t, occupied, "os:occupied", "gzip")
+	big := harness.BigImage(t, 24<<20, 20, 11)
+	reg.Push(t, big, "apps/big:1", "gzip")
+	base := reg.Ref("os:1")
+
+	work := harness.LoopFS(t, 24<<20, harness.MkfsExt4...)
+	outDir := t.TempDir()
+	defer func(orig *testing.T) { h.t = orig }(h.t)
+	for _, tc := range []struct {
+		name  string
+		code  int
+		names []string
+		args  []string
+	}{
+		{"whiteout", 1, []string{reg.Ref("apps/whiteout:1"), "whiteout", ".wh.cat"}, []string{base, reg.Ref("apps/app1:1"), reg.Ref("apps/whiteout:1")}},
+		{"opaque", 1, []string{reg.Ref("apps/opaque:1"), "whiteout", ".wh..wh..opq"}, []string{base, reg.Ref("apps/opaque:1")}},
+		{"device", 1, []string{reg.Ref("apps/dev:1"), "0:0 character device"}, []string{base, reg.Ref("apps/dev:1")}},
+		{"clash", 2, []string{reg.Ref("apps/app1:1"), "apps/app2:1", "app name clash"},
+			[]string{base, reg.Ref("apps/app1:1"), reg.Ref("apps/app1:1") + "=docker://" + reg.Ref("apps/app2:1")}},
+		{"no space", 4, []string{reg.Ref("apps/big:1"), "insufficient"}, []string{base, reg.Ref("apps/app1:1"), reg.Ref("apps/big:1"), "--tmpdir", work}},
+		{"occupied store path", 1, []string{"/" + embeddedStore + "/overlay-images", "--store-path"},
+			[]string{reg.Ref("os:occupied"), reg.Ref("apps/app1:1")}},
+		{"no apps", 1, []string{"no apps to embed", physicallyBoundDir}, []string{base}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out := filepath.Join(outDir, strings.ReplaceAll(tc.name, " ", "-"))
+			h.t = t
+			h.expectFailure(tc.code, tc.names, h.embedArgs(append(tc.args, "--tmpdir", work, "--output", "oci:"+out+":os")...)...)
+			if _, err := os.Stat(out); !os.IsNotExist(err) {
+				t.Errorf("a failed embed left %s", out)
+			}
+			if left, _ := os.ReadDir(work); len(left) > 1 { // lost+found
+				t.Errorf("a failed embed left %v in its work directory", left)
+			}
+		})
 	}
 }
