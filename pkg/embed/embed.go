@@ -50,11 +50,12 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/bootstore/bootstore/pkg/boundimages"
+	"github.com/bootstore/bootstore/pkg/embedded"
 	"github.com/bootstore/bootstore/pkg/store"
 )
 
 // DefaultStorePath is where the embedded store lives in the OS image.
-const DefaultStorePath = "/usr/lib/containers/storage"
+const DefaultStorePath = embedded.DefaultPath
 
 // DefaultAppsDir is the OS image's directory of symlinks to the quadlets of
 // its physically bound images (bootc's bound-images.d, for embedded apps).
@@ -62,7 +63,7 @@ const DefaultAppsDir = "/usr/lib/bootc/physically-bound-images.d"
 
 // LabelStore is the config label of an OS image built by Embed: the
 // absolute path of its embedded store.
-const LabelStore = "org.bootstore.embedded-store"
+const LabelStore = embedded.Label
 
 // Compression formats of the layers Embed adds.
 const (

@@ -282,7 +282,11 @@ func deploySplit(ctx context.Context, sr *sysroot.Sysroot, unified *store.Store,
 		if err != nil {
 			return nil, fmt.Errorf("reading the bound images of %s: %w", host.Ref, err)
 		}
-		if res.Bound, err = unified.PullBound(ctx, host.Ref, bound, store.HostPullOptions{PullOptions: pull}); err != nil {
+		emb, err := tmp.EmbeddedImages(ctx, host.ID)
+		if err != nil {
+			return nil, err
+		}
+		if res.Bound, err = unified.PullBound(ctx, host.Ref, bound, store.HostPullOptions{PullOptions: pull, Embedded: emb}); err != nil {
 			return nil, err
 		}
 	}

@@ -2,10 +2,12 @@ package e2e
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	imgspecv1 "github.com/opencontainers/image-spec/specs-go/v1"
 
@@ -231,5 +233,133 @@ func TestEmbedRefusesBadInput(t *testing.T) {
 				t.Errorf("a failed embed left %v in its work directory", left)
 			}
 		})
+	}
+}
+
+// shippedStorageConf is contrib/storage/storage.conf with its host paths
+// mapped into the test host: the unified store and the deployment's
+// embedded store.
+func shippedStorageConf(t *testing.T, h *host, deployment, graphRoot, runRoot string) string {
+	t.Helper()
+	data, err := os.ReadFile("../../contrib/storage/storage.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf := strings.NewReplacer(`"/usr/lib/bootc/storage"`, `"`+h.storageRoot()+`"`,
+		`"/usr/lib/containers/storage"`, `"`+filepath.Join(deployment, embeddedStore)+`"`,
+		`"/var/lib/containers/storage"`, `"`+graphRoot+`"`, `"/run/containers/storage"`, `"`+runRoot+`"`).Replace(string(data))
+	if !strings.Contains(conf, filepath.Join(deployment, embeddedStore)) {
+		t.Fatalf("contrib/storage/storage.conf does not name /%s:\n%s", embeddedStore, data)
+	}
+	p := filepath.Join(t.TempDir(), "storage.conf")
+	writeFile(t, p, conf)
+	return p
+}
+
+// podmanWithConf is a Podman configured by the storage.conf that conf
+// writes for the given graph and run roots. podman 4.3.1 drops storage.conf's
+// driver options (additionalimagestores among them) when --root, --runroot
+// or --storage-driver is given, so none is. Cleanup removes its containers
+// and unmounts what it left.
+func podmanWithConf(t *testing.T, conf func(graphRoot, runRoot string) string) harness.Podman {
+	t.Helper()
+	harness.RequireCommand(t, "podman")
+	graphRoot := filepath.Join(t.TempDir(), "root")
+	runRoot, err := os.MkdirTemp("", "pr") // podman refuses long run roots
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := harness.Podman{Env: []string{"CONTAINERS_STORAGE_CONF=" + conf(graphRoot, runRoot)}}
+	t.Cleanup(func() {
+		p.Run(t, "rm", "--all", "--force", "--time", "0")
+		time.Sleep(time.Second) // conmon's delayed cleanup re-mounts
+		harness.UnmountUnder(runRoot)
+		harness.UnmountUnder(graphRoot)
+		os.RemoveAll(runRoot)
+	})
+	return p
+}
+
+// readOnlyBind makes dir read-only, as /usr is on a booted host.
+func readOnlyBind(t *testing.T, dir string) {
+	t.Helper()
+	if out, err := exec.Command("mount", "--bind", dir, dir).CombinedOutput(); err != nil {
+		t.Fatalf("mount --bind %s: %v: %s", dir, err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", "-l", dir).Run() })
+	if out, err := exec.Command("mount", "-o", "remount,ro,bind", dir).CombinedOutput(); err != nil {
+		t.Fatalf("remount ro %s: %v: %s", dir, err, out)
+	}
+}
+
+// An app both embedded and logically bound is not pulled into the unified
+// store; podman with the shipped storage.conf runs it (and every embedded
+// app) from the read-only deployment; image list shows it as embedded with
+// its bytes, and gc keeps it.
+func TestEmbeddedAppsOnTheHost(t *testing.T) {
+	h := newHost(t)
+	reg := harness.StartRegistry(t)
+	reg.Push(t, twoLayerApp(t, "app1", "one\n"), "apps/app1:1", "gzip")
+	reg.Push(t, twoLayerApp(t, "app2", "two\n"), "apps/app2:1", "gzip")
+	reg.Push(t, harness.AppImage(t, "app3"), "apps/app3:1", "gzip")
+	app1, app2, app3 := reg.Ref("apps/app1:1"), reg.Ref("apps/app2:1"), reg.Ref("apps/app3:1")
+	base := embedBase(t, "1", app2)
+	// app2 is also a logically bound image; app3 only a bound one.
+	base.Layers = append(base.Layers, harness.WithParents(harness.Layer{
+		{Path: harness.QuadletDir + "/app2.container", Type: harness.File, Data: []byte(harness.ContainerQuadlet(app2))},
+		{Path: harness.BoundImagesDir + "/app2.container", Type: harness.Symlink, Link: harness.QuadletDir + "/app2.container"},
+		{Path: harness.QuadletDir + "/app3.image", Type: harness.File, Data: []byte(harness.ImageQuadlet(app3))},
+		{Path: harness.BoundImagesDir + "/app3.image", Type: harness.Symlink, Link: harness.QuadletDir + "/app3.image"},
+	}))
+	reg.Push(t, base, "os:1", "gzip")
+	h.ok(h.embedArgs(reg.Ref("os:1"), app1, "--output", "docker://"+reg.Ref("os:embedded"))...)
+	h.ok(h.installArgs(reg.Ref("os:embedded"), "--experimental-unified-storage")...)
+	deps := h.deployments("default")
+	if len(deps) != 1 {
+		t.Fatalf("want one deployment, got %v", deps)
+	}
+	dep := h.deploymentDir(deps[0])
+
+	_, images := h.storeContents()
+	for _, img := range images {
+		if slices.Contains(img.Names, app2) {
+			t.Errorf("the unified store holds a second copy of the embedded and bound %s", app2)
+		}
+	}
+	found := false
+	for _, img := range images {
+		found = found || slices.Contains(img.Names, app3)
+	}
+	if !found {
+		t.Errorf("the bound (not embedded) %s was not pulled", app3)
+	}
+
+	list := h.list()
+	for _, app := range []string{app1, app2} {
+		info := byName(list, app)
+		if info == nil || !slices.Contains(info.Roles, "embedded") || info.Size <= 0 {
+			t.Errorf("image list: want %s with role embedded and its size, got %+v", app, info)
+		}
+	}
+	h.ok("gc")
+
+	readOnlyBind(t, filepath.Join(dep, embeddedStore))
+	p := podmanWithConf(t, func(graphRoot, runRoot string) string { return shippedStorageConf(t, h, dep, graphRoot, runRoot) })
+	reg.ResetStats()
+	for app, want := range map[string]string{app1: "one", app2: "two"} {
+		name := strings.TrimSuffix(filepath.Base(app), ":1")
+		out, err := p.Run(t, "run", "--rm", "--pull=never", app, "cat", "/usr/share/harness-app/"+name)
+		if err != nil {
+			t.Fatalf("running embedded %s after gc: %v", app, err)
+		}
+		if strings.TrimSpace(out) != want {
+			t.Errorf("%s printed %q", app, out)
+		}
+	}
+	if out, err := p.Run(t, "run", "--rm", "--pull=never", app3, "cat", "/usr/share/harness-app/app3"); err != nil || strings.TrimSpace(out) != "app app3" {
+		t.Errorf("the bound image %s from the unified store: %q, %v", app3, out, err)
+	}
+	if st := reg.Stats(); st.Requests != 0 {
+		t.Errorf("running embedded apps reached the registry: %d requests", st.Requests)
 	}
 }
