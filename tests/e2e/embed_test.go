@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -362,4 +363,96 @@ func TestEmbeddedAppsOnTheHost(t *testing.T) {
 	if st := reg.Stats(); st.Requests != 0 {
 		t.Errorf("running embedded apps reached the registry: %d requests", st.Requests)
 	}
+}
+
+// registryManifest reads the manifest ref serves.
+func registryManifest(t *testing.T, ref string) imgspecv1.Manifest {
+	t.Helper()
+	out, err := harness.Skopeo{}.Run(t, "inspect", "--raw", "--tls-verify=false", "docker://"+ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m imgspecv1.Manifest
+	if err := json.Unmarshal([]byte(out), &m); err != nil {
+		t.Fatalf("manifest of %s: %v", ref, err)
+	}
+	return m
+}
+
+// An upgrade between embedded OS images fetches only the layers that
+// changed: the base's for a new base, the app's and the metadata layer for a
+// new app, never an unchanged app layer. The counting proxy measures it.
+func TestEmbedUpgradeFetchesOnlyWhatChanged(t *testing.T) {
+	h := newHost(t)
+	reg := harness.StartRegistry(t)
+	for _, v := range []string{"1", "2", "3"} {
+		reg.Push(t, twoLayerApp(t, "app1", "one v"+v+"\n"), "apps/app1:"+v, "gzip")
+	}
+	reg.Push(t, twoLayerApp(t, "app2", "two\n"), "apps/app2:1", "gzip")
+	for _, v := range []string{"1", "2", "3"} {
+		reg.Push(t, embedBase(t, v), "os:"+v, "gzip")
+	}
+	target := reg.Ref("os:embedded")
+	build := func(base, app1 string) imgspecv1.Manifest {
+		h.ok(h.embedArgs(reg.Ref(base), reg.Ref(app1), reg.Ref("apps/app2:1"), "--output", "docker://"+target)...)
+		return registryManifest(t, target)
+	}
+	current := build("os:1", "apps/app1:1")
+	h.ok(h.installArgs(target, "--experimental-unified-storage")...)
+
+	for _, step := range []struct{ name, base, app1 string }{
+		{"base only", "os:2", "apps/app1:1"},
+		{"app only", "os:2", "apps/app1:2"},
+		{"base and app", "os:3", "apps/app1:3"},
+	} {
+		next := build(step.base, step.app1)
+		old := map[string]bool{}
+		for _, l := range current.Layers {
+			old[l.Digest.String()] = true
+		}
+		var want int64
+		var changed []string
+		for _, l := range next.Layers {
+			if !old[l.Digest.String()] {
+				want += l.Size
+				changed = append(changed, l.Digest.String())
+			}
+		}
+		reg.ResetStats()
+		h.ok(h.upgradeArgs()...)
+		h.ok("internals", "finalize-staged")
+		h.ok("internals", "simulate-reboot")
+		st := reg.Stats()
+		// The pull reads the config in its preflight and again in the copy.
+		configGETs := int64(st.BlobGETsBy[next.Config.Digest])
+		t.Logf("%s: upgrade fetched %d bytes (%d blob GETs): changed layers %d bytes + config %d bytes x %d; whole image %d bytes",
+			step.name, st.BlobBytes, st.BlobGETs, want, next.Config.Size, configGETs, imageSize(next))
+		for _, l := range next.Layers {
+			if n := st.BlobGETsBy[l.Digest]; old[l.Digest.String()] && n > 0 || !old[l.Digest.String()] && n != 1 {
+				t.Errorf("%s: layer %s (changed: %v) fetched %d times", step.name, l.Digest, !old[l.Digest.String()], n)
+			}
+		}
+		if want += configGETs * next.Config.Size; st.BlobBytes != want || configGETs > 2 {
+			t.Errorf("%s: fetched %d bytes, want the %d bytes of the changed layers %v and the config", step.name, st.BlobBytes, want, changed)
+		}
+		switch step.name {
+		case "base only": // the version layer and the extra layer of the base
+			if len(changed) != 2 {
+				t.Errorf("base only: want the 2 changed base layers to differ, got %v", changed)
+			}
+		case "app only": // app1's own layer and the metadata layer
+			if len(changed) != 2 || changed[1] != next.Layers[len(next.Layers)-1].Digest.String() {
+				t.Errorf("app only: want app1's layer and the metadata layer to differ, got %v", changed)
+			}
+		}
+		current = next
+	}
+}
+
+func imageSize(m imgspecv1.Manifest) int64 {
+	n := m.Config.Size
+	for _, l := range m.Layers {
+		n += l.Size
+	}
+	return n
 }
