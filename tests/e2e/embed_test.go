@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"compress/gzip"
+
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -10,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/opencontainers/go-digest"
 	imgspecv1 "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/bootstore/bootstore/tests/harness"
@@ -176,6 +179,27 @@ func TestEmbeddedAppsRunWithoutPull(t *testing.T) {
 	}
 	if st := reg.Stats(); st.Requests != 0 {
 		t.Errorf("running embedded apps reached the registry: %d requests", st.Requests)
+	}
+
+	// podman rebuilds each layer's exact tar stream from the shipped
+	// tar-split: every saved layer, uncompressed, is its DiffID.
+	saved := filepath.Join(t.TempDir(), "saved")
+	if out, err := p.Run(t, "save", "--format", "oci-dir", "-o", saved, app1); err != nil {
+		t.Fatalf("podman save %s: %v\n%s", app1, err, out)
+	}
+	var idx imgspecv1.Index
+	readJSONFile(t, filepath.Join(saved, "index.json"), &idx)
+	var man imgspecv1.Manifest
+	readJSONFile(t, filepath.Join(saved, "blobs/sha256", idx.Manifests[0].Digest.Encoded()), &man)
+	var cfg imgspecv1.Image
+	readJSONFile(t, filepath.Join(saved, "blobs/sha256", man.Config.Digest.Encoded()), &cfg)
+	if len(man.Layers) != 2 || len(cfg.RootFS.DiffIDs) != 2 {
+		t.Fatalf("podman save: %d layers, %d DiffIDs", len(man.Layers), len(cfg.RootFS.DiffIDs))
+	}
+	for i, l := range man.Layers {
+		if d := uncompressedDigest(t, filepath.Join(saved, "blobs/sha256", l.Digest.Encoded())); d != cfg.RootFS.DiffIDs[i] {
+			t.Errorf("saved layer %d (%s) uncompressed is %s, its DiffID %s", i, l.MediaType, d, cfg.RootFS.DiffIDs[i])
+		}
 	}
 }
 
@@ -455,4 +479,23 @@ func imageSize(m imgspecv1.Manifest) int64 {
 		n += l.Size
 	}
 	return n
+}
+
+// uncompressedDigest is the digest of a gzip blob's content.
+func uncompressedDigest(t *testing.T, p string) digest.Digest {
+	t.Helper()
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		t.Fatalf("%s: %v", p, err)
+	}
+	d, err := digest.FromReader(zr)
+	if err != nil {
+		t.Fatalf("%s: %v", p, err)
+	}
+	return d
 }
