@@ -17,7 +17,7 @@ func newImageCommand(g *globalOptions) *cobra.Command {
 	cmd := &cobra.Command{Use: "image", Short: "Manage the images in the unified store"}
 	cmd.AddCommand(newImagePullCommand(g), newImageListCommand(g), newImageSetUnifiedCommand(g),
 		newImagePinCommand(g, false), newImagePinCommand(g, true), newImagePushCommand(g),
-		newImageSaveCommand(), newImageLoadCommand(g))
+		newImageSaveCommand(), newImageLoadCommand(g), newImageEmbedCommand())
 	return cmd
 }
 

@@ -159,6 +159,14 @@ func (e *InvalidError) Is(target error) bool { return target == ErrInvalid }
 // resolved as if root were "/". The tree under root must not change while
 // Discover runs (it is meant for a read-only mount).
 func Discover(root string) ([]Image, error) {
+	return DiscoverDir(root, Dir)
+}
+
+// DiscoverDir is Discover reading the entries of dir (relative to root, e.g.
+// "usr/lib/bootc/physically-bound-images.d") instead of [Dir]; the rules and
+// errors are the same.
+func DiscoverDir(root, dir string) ([]Image, error) {
+	entriesDir := strings.Trim(path.Clean("/"+dir), "/")
 	root, err := filepath.Abs(root)
 	if err != nil {
 		return nil, fmt.Errorf("bound images: image root %q: %w", root, err)
@@ -169,15 +177,15 @@ func Discover(root string) ([]Image, error) {
 		return nil, fmt.Errorf("bound images: image root %s is not a directory", root)
 	}
 
-	dirEntry := "/" + Dir
-	dir, err := securejoin.SecureJoin(root, Dir)
+	dirEntry := "/" + entriesDir
+	resolved, err := securejoin.SecureJoin(root, entriesDir)
 	if err != nil {
 		if errors.Is(err, syscall.ELOOP) {
 			return nil, &InvalidError{Entry: dirEntry, Reason: "too many levels of symbolic links"}
 		}
 		return nil, fmt.Errorf("bound images: resolving %s in %s: %w", dirEntry, root, err)
 	}
-	fi, err := os.Stat(dir)
+	fi, err := os.Stat(resolved)
 	if securejoin.IsNotExist(err) {
 		return nil, nil
 	} else if err != nil {
@@ -186,12 +194,12 @@ func Discover(root string) ([]Image, error) {
 	if !fi.IsDir() {
 		return nil, &InvalidError{Entry: dirEntry, Reason: "not a directory"}
 	}
-	dents, err := os.ReadDir(dir) // sorted by name, so by Entry
+	dents, err := os.ReadDir(resolved) // sorted by name, so by Entry
 	if err != nil {
 		return nil, fmt.Errorf("bound images: %w", err)
 	}
 
-	d := discoverer{root: root}
+	d := discoverer{root: root, dir: entriesDir}
 	var imgs []Image
 	var invalid []error
 	for _, de := range dents {
@@ -262,13 +270,14 @@ func describeAuth(authFile string) string {
 // discoverer resolves and reads entries inside one image root.
 type discoverer struct {
 	root string // absolute and clean
+	dir  string // the entries' directory relative to root, e.g. Dir
 }
 
 // entry validates one directory entry of Dir and returns its image. Errors
 // about the image's content are *InvalidError.
 func (d discoverer) entry(de fs.DirEntry) (Image, error) {
 	name := de.Name()
-	entry := path.Join("/", Dir, name)
+	entry := path.Join("/", d.dir, name)
 	invalid := func(format string, args ...any) error {
 		return &InvalidError{Entry: entry, Reason: fmt.Sprintf(format, args...)}
 	}
@@ -276,7 +285,7 @@ func (d discoverer) entry(de fs.DirEntry) (Image, error) {
 		return Image{}, &InvalidError{Entry: fmt.Sprintf("%q", entry), Reason: "file name is not valid UTF-8"}
 	}
 	if de.Type()&fs.ModeSymlink == 0 {
-		return Image{}, invalid("not a symlink (%s may only contain symlinks to .image or .container quadlets)", "/"+Dir)
+		return Image{}, invalid("not a symlink (%s may only contain symlinks to .image or .container quadlets)", "/"+d.dir)
 	}
 	kind := path.Ext(name)
 	if kind != extImage && kind != extContainer || name == kind {

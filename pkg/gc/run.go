@@ -90,5 +90,5 @@ func Inventory(sr *sysroot.Sysroot, st *store.Store) ([]ImageUse, error) {
 		}
 		out[i] = u
 	}
-	return out, nil
+	return addEmbedded(sr, st, state, out)
 }

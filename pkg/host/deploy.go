@@ -5,7 +5,8 @@
 //
 // Lifecycle of a deployment: an image in a store is flattened into
 // ostree/deploy/<stateroot>/deploy/.staging-<id> (Deploy), fixed up there
-// (/usr/etc, /var, /usr/lib/bootc/storage), its kernel copied under /boot,
+// (/usr/etc, /var, /usr/lib/bootc/storage, an empty embedded store where
+// the image has none: pkg/embedded), its kernel copied under /boot,
 // and only then renamed to <id>.<serial> beside its origin file. A boot
 // entry makes it bootable (Install, and later upgrade/finalize). Anything a
 // crash leaves behind is not referenced by a boot entry or the staged
@@ -26,6 +27,7 @@ import (
 
 	"github.com/bootstore/bootstore/pkg/bls"
 	"github.com/bootstore/bootstore/pkg/deploy"
+	"github.com/bootstore/bootstore/pkg/embedded"
 	"github.com/bootstore/bootstore/pkg/fsclone"
 	"github.com/bootstore/bootstore/pkg/store"
 	"github.com/bootstore/bootstore/pkg/sysroot"
@@ -133,6 +135,9 @@ func finishDeployment(ctx context.Context, sr *sysroot.Sysroot, staging string, 
 	}
 	if err := storageLink(staging); err != nil {
 		return nil, err
+	}
+	if err := embedded.EnsureStore(staging); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadTree, err)
 	}
 	return commitDeployment(sr, staging, staging, d, opts)
 }

@@ -312,6 +312,9 @@ func deploySplit(ctx context.Context, sr *sysroot.Sysroot, unified *store.Store,
 		if err != nil {
 			return nil, fmt.Errorf("reading the bound images of %s: %w", host.Ref, err)
 		}
+		if hostPull.Embedded, err = tmp.EmbeddedImages(ctx, host.ID); err != nil {
+			return nil, err
+		}
 		if res.Bound, err = unified.PullBound(ctx, host.Ref, bound, hostPull); err != nil {
 			return nil, err
 		}

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/bootstore/bootstore/pkg/boundimages"
+	"github.com/bootstore/bootstore/pkg/embedded"
 	"github.com/bootstore/bootstore/pkg/progress"
 )
 
@@ -37,6 +38,9 @@ type BoundImage struct {
 	Digest   string `json:"digest"`
 	Entry    string `json:"entry"`
 	AuthFile string `json:"authFile,omitempty"`
+	// Embedded says the OS image carries it in its embedded store, so it
+	// was not pulled into the unified store.
+	Embedded bool `json:"embedded,omitempty"`
 }
 
 // HostPullOptions extend PullOptions for an OS image.
@@ -50,6 +54,9 @@ type HostPullOptions struct {
 	// of its registry (an image set's OCI layout); the image is still named
 	// and recorded by its registry reference.
 	BoundSource func(boundimages.Image) (types.ImageReference, error)
+	// Embedded are the images the OS image embeds (EmbeddedImages): a bound
+	// image among them is not pulled.
+	Embedded []embedded.Image
 }
 
 // HostPull is the result of pulling an OS image and its bound images.
@@ -76,13 +83,17 @@ func (s *Store) PullHost(ctx context.Context, src types.ImageReference, opts Hos
 		if err != nil {
 			return nil, fmt.Errorf("reading the bound images of %s: %w", host.Ref, err)
 		}
+		if opts.Embedded, err = s.EmbeddedImages(ctx, host.ID); err != nil {
+			return nil, err
+		}
 		res.Bound, err = s.pullBoundOf(ctx, host, bound, opts)
 		if err != nil {
 			return nil, err
 		}
 		rec.BoundImages = make([]BoundImage, len(bound))
 		for i, b := range bound {
-			rec.BoundImages[i] = BoundImage{Ref: b.Ref, ID: res.Bound[i].ID, Digest: res.Bound[i].Digest.String(), Entry: b.Entry, AuthFile: b.AuthFile}
+			rec.BoundImages[i] = BoundImage{Ref: b.Ref, ID: res.Bound[i].ID, Digest: res.Bound[i].Digest.String(), Entry: b.Entry, AuthFile: b.AuthFile,
+				Embedded: res.Bound[i].Embedded}
 		}
 	}
 	if err := s.writeHostRecord(host.ID, rec); err != nil {
@@ -162,7 +173,11 @@ func (s *Store) PullBound(ctx context.Context, hostRef string, bound []boundimag
 	g.SetLimit(jobs)
 	for i, b := range bound {
 		g.Go(func() error {
-			p, err := s.pullOneBound(gctx, b, opts)
+			p, ok := s.embeddedBound(gctx, b, opts.PullOptions, opts.Embedded)
+			var err error
+			if !ok {
+				p, err = s.pullOneBound(gctx, b, opts)
+			}
 			mu.Lock()
 			defer mu.Unlock()
 			out[i], errs[i] = p, err

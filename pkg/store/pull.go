@@ -67,6 +67,9 @@ type Pulled struct {
 	// Fetched is false when the store already had this manifest and nothing
 	// was copied.
 	Fetched bool
+	// Embedded is set for a bound image that the OS image carries in its
+	// embedded store: it was not pulled, and ID is the embedded image's.
+	Embedded bool
 }
 
 // PullImage brings src into the store unless the store already holds the
