@@ -145,6 +145,9 @@ func finishDeployment(ctx context.Context, sr *sysroot.Sysroot, staging string, 
 		os.Remove(sr.OriginPath(d))
 		return nil, err
 	}
+	if err := sr.WriteBootLink(d); err != nil {
+		return nil, err
+	}
 	entry := bls.Entry{
 		Title:      fmt.Sprintf("%s (ostree:%s:%s)", prettyName(sr.DeploymentPath(d)), d.Stateroot, kver),
 		Linux:      linux,
