@@ -105,7 +105,7 @@ func InstallBIOS(ctx context.Context, opts BIOSOptions) error {
 	}
 	core := filepath.Join(tmp, "core.img")
 	cmd := exec.CommandContext(ctx, "grub-mkimage", "-O", "i386-pc", "-d", mods, "-c", filepath.Join(tmp, "early.cfg"),
-		"-p", "/grub", "-o", core, "biosdisk", "part_gpt", "part_msdos", "ext2", "search_fs_uuid")
+		"-p", "/grub", "-o", core, "biosdisk", "part_gpt", "part_msdos", "ext2", "search", "search_fs_uuid")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("grub-mkimage: %w: %s", err, bytes.TrimSpace(out))
 	}
