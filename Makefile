@@ -19,7 +19,7 @@ UNITS       := $(wildcard systemd/*.service systemd/*.timer systemd/*.path)
 MAN_PAGES   := $(patsubst docs/man/%.md,_output/man/%,$(wildcard docs/man/*.md))
 MD2MAN      := $(shell command -v go-md2man 2>/dev/null)
 
-.PHONY: all build deps test unit e2e demo bench lint install clean
+.PHONY: all build deps test boot-test unit e2e demo bench lint install clean
 
 all: build
 
@@ -43,6 +43,13 @@ lint:
 test: deps lint
 	$(GO) test -race -count=1 ./pkg/... ./cmd/...
 	$(GO) test -count=1 -timeout 40m -v ./tests/... 2>&1 | tee /tmp/bootstore-e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic|\s+\S+_test.go)' ; exit $${PIPESTATUS[0]}
+
+# The boot suite (tests/boot): installs the test OS, built from Debian
+# packages by mmdebstrap and cached in /var/cache/bootstore-tests, to a disk
+# image with install to-disk and boots it in QEMU (TCG, no network). Slow
+# (a cold image cache adds ~10 minutes), so on demand and in CI, not in test.
+boot-test: deps build
+	BOOTSTORE_BOOT_TEST=1 BOOTSTORE_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 80m -v ./tests/boot/ 2>&1 | tee /tmp/bootstore-boot.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic|\s+\S+_test.go)' ; exit $${PIPESTATUS[0]}
 
 unit:
 	$(GO) test -race -count=1 ./pkg/... ./cmd/...

@@ -15,6 +15,7 @@ import (
 func newInstallCommand(g *globalOptions) *cobra.Command {
 	cmd := &cobra.Command{Use: "install", Short: "Install a new host from an OS image"}
 	cmd.AddCommand(newInstallToFilesystemCommand(g))
+	cmd.AddCommand(newInstallToDiskCommand(g))
 	return cmd
 }
 

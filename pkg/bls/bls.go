@@ -248,6 +248,10 @@ func parseEntry(data []byte) (Entry, error) {
 // or "".
 func staterootOf(deployment string) string {
 	parts := strings.Split(strings.TrimPrefix(deployment, "/"), "/")
+	// The boot link form, /ostree/boot.0/<stateroot>/<id>/<serial>.
+	if len(parts) == 5 && parts[0] == "ostree" && parts[1] == "boot.0" {
+		return parts[2]
+	}
 	if len(parts) >= 4 && parts[0] == "ostree" && parts[1] == "deploy" && parts[3] == "deploy" {
 		return parts[2]
 	}
@@ -344,6 +348,21 @@ func Write(root string, entries []Entry) error {
 	}
 	for _, f := range files {
 		if err := writeFileSync(filepath.Join(entriesDir, f.name), f.data, 0o644); err != nil {
+			return err
+		}
+	}
+	if grub, err := wantsGrubConfig(root); err != nil {
+		return err
+	} else if grub {
+		datas := make([][]byte, len(files))
+		for i, f := range files {
+			datas[i] = f.data
+		}
+		cfg, err := renderGrubConfig(datas)
+		if err != nil {
+			return fmt.Errorf("generating the GRUB menu: %w", err)
+		}
+		if err := writeFileSync(filepath.Join(nextDir, "grub.cfg"), cfg, 0o644); err != nil {
 			return err
 		}
 	}

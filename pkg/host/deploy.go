@@ -166,6 +166,9 @@ func commitDeployment(sr *sysroot.Sysroot, tree, staging string, d sysroot.Deplo
 		os.Remove(sr.OriginPath(d))
 		return nil, err
 	}
+	if err := sr.WriteBootLink(d); err != nil {
+		return nil, err
+	}
 	entry := bls.Entry{
 		Title:      fmt.Sprintf("%s (ostree:%s:%s)", pretty, d.Stateroot, kver),
 		Linux:      linux,

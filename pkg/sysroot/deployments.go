@@ -27,9 +27,46 @@ type Deployment struct {
 // Name is <id>.<serial>.
 func (d Deployment) Name() string { return d.ID + "." + strconv.Itoa(d.Serial) }
 
-// KernelArg is the deployment's path as the ostree= kernel argument names it.
+// KernelArg is the ostree= kernel argument that boots the deployment: the
+// path of its boot link, /ostree/boot.0/<stateroot>/<id>/<serial>.
+//
+// ostree-prepare-root (2022.7, Debian 12) refuses an ostree= path that is
+// not a symlink, and ostree-system-generator finds the stateroot (for the
+// /var mount) only in a path matching ^/ostree/boot.[01]/([^/]+)/. ostree
+// itself keeps two sets of links, boot.0 and boot.1, and swaps them with
+// the boot entries; here every deployment has one link that never changes
+// while it exists, so swapping the entries alone is atomic.
 func (d Deployment) KernelArg() string {
-	return "/ostree/deploy/" + d.Stateroot + "/deploy/" + d.Name()
+	return "/ostree/boot.0/" + d.Stateroot + "/" + d.ID + "/" + strconv.Itoa(d.Serial)
+}
+
+// BootLinkPath is the symlink KernelArg names.
+func (s *Sysroot) BootLinkPath(d Deployment) string {
+	return s.Path("ostree", "boot.0", d.Stateroot, d.ID, strconv.Itoa(d.Serial))
+}
+
+// WriteBootLink creates the deployment's boot link (crash-safely: a
+// symlink renamed into place), relative so it resolves under /sysroot in
+// the initramfs and under / on a booted host alike.
+func (s *Sysroot) WriteBootLink(d Deployment) error {
+	link := s.BootLinkPath(d)
+	if err := os.MkdirAll(filepath.Dir(link), 0o755); err != nil {
+		return fmt.Errorf("creating the boot link of %s: %w", d.Name(), err)
+	}
+	tmp := link + ".tmp"
+	os.Remove(tmp)
+	if err := os.Symlink("../../../deploy/"+d.Stateroot+"/deploy/"+d.Name(), tmp); err != nil {
+		return fmt.Errorf("creating the boot link of %s: %w", d.Name(), err)
+	}
+	if err := os.Rename(tmp, link); err != nil {
+		return fmt.Errorf("creating the boot link of %s: %w", d.Name(), err)
+	}
+	dir, err := os.Open(filepath.Dir(link))
+	if err != nil {
+		return err
+	}
+	defer dir.Close()
+	return dir.Sync()
 }
 
 // DeployDir is where a stateroot's deployments live.
@@ -65,18 +102,33 @@ func (s *Sysroot) WriteOrigin(d Deployment) error {
 }
 
 // deploymentFromArg resolves an ostree= kernel argument to a deployment.
+//
+// Both forms are accepted: the boot link KernelArg writes, and the
+// deployment's own path, which earlier versions wrote.
 func (s *Sysroot) deploymentFromArg(arg string) (Deployment, error) {
-	rest, ok := strings.CutPrefix(arg, "/ostree/deploy/")
-	parts := strings.Split(rest, "/")
-	if !ok || len(parts) != 3 || parts[1] != "deploy" {
-		return Deployment{}, fmt.Errorf("ostree=%s does not name a deployment", arg)
+	var stateroot, id, serialStr string
+	if rest, ok := strings.CutPrefix(arg, "/ostree/boot.0/"); ok {
+		parts := strings.Split(rest, "/")
+		if len(parts) != 3 {
+			return Deployment{}, fmt.Errorf("ostree=%s does not name a deployment", arg)
+		}
+		stateroot, id, serialStr = parts[0], parts[1], parts[2]
+	} else {
+		rest, ok := strings.CutPrefix(arg, "/ostree/deploy/")
+		parts := strings.Split(rest, "/")
+		if !ok || len(parts) != 3 || parts[1] != "deploy" {
+			return Deployment{}, fmt.Errorf("ostree=%s does not name a deployment", arg)
+		}
+		stateroot = parts[0]
+		if id, serialStr, ok = strings.Cut(parts[2], "."); !ok {
+			return Deployment{}, fmt.Errorf("ostree=%s does not name a deployment", arg)
+		}
 	}
-	id, serialStr, ok := strings.Cut(parts[2], ".")
 	serial, err := strconv.Atoi(serialStr)
-	if !ok || err != nil {
+	if err != nil || id == "" || stateroot == "" {
 		return Deployment{}, fmt.Errorf("ostree=%s does not name a deployment", arg)
 	}
-	d := Deployment{Stateroot: parts[0], ID: id, Serial: serial}
+	d := Deployment{Stateroot: stateroot, ID: id, Serial: serial}
 	if d.Origin, err = ReadOrigin(s.OriginPath(d)); err != nil {
 		return Deployment{}, err
 	}
@@ -314,6 +366,7 @@ func (s *Sysroot) UnusedDeploymentPaths(st *State) ([]string, error) {
 	}
 	var paths []string
 	for _, r := range roots {
+		paths = append(paths, s.unusedBootLinks(r.Name(), keep)...)
 		dir := s.DeployDir(r.Name())
 		entries, err := os.ReadDir(dir)
 		if err != nil {
@@ -326,4 +379,33 @@ func (s *Sysroot) UnusedDeploymentPaths(st *State) ([]string, error) {
 		}
 	}
 	return paths, nil
+}
+
+// unusedBootLinks lists the boot links of a stateroot whose deployment is
+// not kept (the directories of image IDs whose links are all unused).
+func (s *Sysroot) unusedBootLinks(stateroot string, keep map[string]bool) []string {
+	base := s.Path("ostree", "boot.0", stateroot)
+	ids, err := os.ReadDir(base)
+	if err != nil {
+		return nil
+	}
+	var paths []string
+	for _, id := range ids {
+		serials, err := os.ReadDir(filepath.Join(base, id.Name()))
+		if err != nil {
+			continue
+		}
+		var unused []string
+		for _, sr := range serials {
+			if !keep[filepath.Join(s.DeployDir(stateroot), id.Name()+"."+sr.Name())] {
+				unused = append(unused, filepath.Join(base, id.Name(), sr.Name()))
+			}
+		}
+		if len(unused) == len(serials) {
+			paths = append(paths, filepath.Join(base, id.Name()))
+		} else {
+			paths = append(paths, unused...)
+		}
+	}
+	return paths
 }

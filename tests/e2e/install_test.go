@@ -71,7 +71,13 @@ func TestInstallUnifiedThenStatus(t *testing.T) {
 		t.Fatalf("want one boot entry, got %v", entries)
 	}
 	entry, _ := os.ReadFile(entries[0])
-	for _, want := range []string{"root=LABEL=root rw console=ttyS0 quiet", "ostree=/ostree/deploy/default/deploy/" + deps[0], "linux /ostree/default-", "initrd /ostree/default-"} {
+	// ostree= names the deployment's boot link (ostree-prepare-root wants
+	// a symlink), which resolves to the deployment.
+	bootLink := "/ostree/boot.0/default/" + strings.Replace(deps[0], ".", "/", 1)
+	if target, err := os.Readlink(filepath.Join(h.root, bootLink)); err != nil || target != "../../../deploy/default/deploy/"+deps[0] {
+		t.Errorf("boot link %s -> %q, %v", bootLink, target, err)
+	}
+	for _, want := range []string{"root=LABEL=root rw console=ttyS0 quiet", "ostree=" + bootLink, "linux /ostree/default-", "initrd /ostree/default-"} {
 		if !strings.Contains(string(entry), want) {
 			t.Errorf("boot entry lacks %q:\n%s", want, entry)
 		}

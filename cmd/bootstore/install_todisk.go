@@ -1,0 +1,113 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/bootstore/bootstore/pkg/fsclone"
+	"github.com/bootstore/bootstore/pkg/host"
+	"github.com/bootstore/bootstore/pkg/store"
+)
+
+type installToDiskOptions struct {
+	installOptions
+	wipe        bool
+	viaLoopback bool
+	filesystem  string
+}
+
+func newInstallToDiskCommand(g *globalOptions) *cobra.Command {
+	o := &installToDiskOptions{}
+	cmd := &cobra.Command{
+		Use:   "to-disk --source-imgref IMAGE DEVICE|FILE",
+		Short: "Partition DEVICE and install a host booting IMAGE on it, bootloader included",
+		Long: `Partition DEVICE (or, with --via-loopback, an image FILE) as bootc does: a GPT
+with a BIOS boot partition, an EFI system partition, /boot (ext4) and the root
+(--filesystem, xfs by default); install the host into the root as install
+to-filesystem does, with root=UUID=... among the kernel arguments and /boot in
+the deployment's /etc/fstab; and install GRUB for BIOS from the image's own
+usr/lib/grub/i386-pc, whose menu bootstore regenerates from its boot entries on
+every change of the boot order.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runInstallToDisk(cmd, o, args[0])
+		},
+	}
+	f := cmd.Flags()
+	addRegistryFlags(cmd, &o.registry)
+	addOutputFlags(cmd, &o.output)
+	f.BoolVar(&o.unified, "experimental-unified-storage", false, "keep the OS image in the unified store and deploy from its layers")
+	f.StringVar(&o.stateroot, "stateroot", "default", "name of the stateroot (persistent /var and /etc)")
+	f.StringArrayVar(&o.kargs, "karg", nil, "kernel argument (repeatable)")
+	f.StringVar(&o.boundImages, "bound-images", "pull", "pull the image's logically bound images: pull|skip")
+	f.StringVar(&o.source, "source-imgref", "", "the OS image (any containers/image transport; a bare name means docker://)")
+	f.StringVar(&o.copyMode, "copy-mode", "auto", "how deployment files are taken from the store: auto|reflink|hardlink|copy")
+	f.BoolVar(&o.allowNonBootable, "allow-non-bootable", false, "install an image without the bootable label")
+	f.BoolVar(&o.wipe, "wipe", false, "erase a DEVICE that has a partition table")
+	f.BoolVar(&o.viaLoopback, "via-loopback", false, "the target is an image file")
+	f.StringVar(&o.filesystem, "filesystem", "xfs", "file system of the root partition: xfs|ext4|btrfs")
+	cmd.MarkFlagRequired("source-imgref")
+	return cmd
+}
+
+func runInstallToDisk(cmd *cobra.Command, o *installToDiskOptions, target string) error {
+	if o.boundImages != "pull" && o.boundImages != "skip" {
+		return usageError{fmt.Errorf("--bound-images must be pull or skip, not %q", o.boundImages)}
+	}
+	switch o.filesystem {
+	case "xfs", "ext4", "btrfs":
+	default:
+		return usageError{fmt.Errorf("--filesystem must be xfs, ext4 or btrfs, not %q", o.filesystem)}
+	}
+	mode, err := fsclone.ParseMode(o.copyMode)
+	if err != nil {
+		return usageError{fmt.Errorf("--copy-mode: %w", err)}
+	}
+	ref, err := store.ParseReference(o.source)
+	if err != nil {
+		return usageError{err}
+	}
+	bars, sink, closeSink, err := o.output.reporters()
+	if err != nil {
+		return err
+	}
+	defer closeSink()
+	res, err := host.InstallToDisk(cmd.Context(), target, host.ToDiskOptions{
+		InstallOptions: host.InstallOptions{
+			Source:          ref,
+			Unified:         o.unified,
+			Stateroot:       o.stateroot,
+			Kargs:           o.kargs,
+			SkipBoundImages: o.boundImages == "skip",
+			Wipe:            o.wipe,
+			CopyMode:        mode,
+			Pull: store.PullOptions{
+				System:          o.registry.systemContext(cmd),
+				RequireBootable: !o.allowNonBootable,
+				ReportWriter:    bars,
+				Progress:        sink,
+			},
+			Warn: os.Stderr,
+		},
+		Filesystem:  o.filesystem,
+		ViaLoopback: o.viaLoopback,
+	})
+	if errors.Is(err, host.ErrNeedsLoopback) {
+		return usageError{err}
+	}
+	if err != nil {
+		return err
+	}
+	d := res.Deployed
+	out := cmd.OutOrStdout()
+	o.output.say(out, "Installed %s (%s storage) on %s as deployment %s in stateroot %s\n",
+		res.Host.Ref, d.Deployment.Origin.Storage, target, d.Deployment.Name(), d.Deployment.Stateroot)
+	o.output.say(out, "Root file system %s (%s), /boot %s, GRUB for BIOS installed\n", res.RootUUID, o.filesystem, res.BootUUID)
+	for _, b := range res.Bound {
+		o.output.say(out, "Bound image: %s %s\n", b.Ref, b.ID)
+	}
+	return nil
+}

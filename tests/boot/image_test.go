@@ -1,0 +1,147 @@
+package boot
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/bootstore/bootstore/tests/harness"
+)
+
+// The test OS: Debian 12 built by mmdebstrap, cached per machine by the hash
+// of everything below (packages, hooks); bootstore and the test's units go in
+// a separate top layer so that a code change rebuilds only that layer.
+
+// cacheRoot holds built root file systems, one directory per input hash.
+const cacheRoot = "/var/cache/bootstore-tests"
+
+const suite = "bookworm"
+
+const mirror = "http://deb.debian.org/debian"
+
+// packages of the test OS. dracut + ostree-boot give the initramfs with
+// ostree-prepare-root; grub-pc-bin the BIOS GRUB install to-disk uses.
+var packages = []string{
+	"systemd-sysv", "udev", "dbus", "kmod", "util-linux", "mount", "procps",
+	"linux-image-cloud-amd64", "dracut", "ostree-boot", "zstd",
+	"podman", "runc", "conmon", "grub-pc-bin", "e2fsprogs", "xfsprogs",
+	"docker-registry", "ca-certificates",
+}
+
+// setupHook runs before the packages are installed: the kernel's postinst
+// then builds a generic (not host-only) initramfs with ostree's module.
+const setupHook = `set -e
+mkdir -p "$1/etc/dracut.conf.d"
+printf 'hostonly="no"\nadd_dracutmodules+=" ostree "\ncompress="zstd"\n' > "$1/etc/dracut.conf.d/bootstore.conf"
+`
+
+// customizeHook turns the installed system into a bootc-style image.
+const customizeHook = `set -e
+R="$1"
+KVER=$(ls "$R/usr/lib/modules")
+mv "$R/boot/vmlinuz-$KVER" "$R/usr/lib/modules/$KVER/vmlinuz"
+mv "$R/boot/initrd.img-$KVER" "$R/usr/lib/modules/$KVER/initramfs.img"
+rm -rf "$R"/boot/* "$R"/var/lib/apt/lists/* "$R"/var/cache/apt/*.bin "$R"/var/log/*.log
+mkdir -p "$R/sysroot"
+ln -s sysroot/ostree "$R/ostree"
+echo bootstore-guest > "$R/etc/hostname"
+: > "$R/etc/machine-id"
+: > "$R/etc/fstab"
+# No password for root on the serial console.
+sed -i 's/^root:[^:]*:/root::/' "$R/etc/shadow"
+mkdir -p "$R/etc/containers/registries.conf.d"
+cat > "$R/etc/containers/storage.conf" <<'CONF'
+[storage]
+driver = "overlay"
+graphroot = "/var/lib/containers/storage"
+runroot = "/run/containers/storage"
+
+[storage.options]
+additionalimagestores = ["/usr/lib/bootc/storage"]
+CONF
+cat > "$R/etc/containers/registries.conf.d/50-localhost.conf" <<'CONF'
+[[registry]]
+location = "localhost:5000"
+insecure = true
+CONF
+# The registry on the update disk (see the test's units).
+mkdir -p "$R/etc/docker/registry"
+cat > "$R/etc/docker/registry/config.yml" <<'CONF'
+version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: /var/updates
+  maintenance:
+    uploadpurging:
+      enabled: false
+    readonly:
+      enabled: true
+http:
+  addr: 127.0.0.1:5000
+  secret: bootstore-guest
+CONF
+`
+
+// rootfsKey hashes the inputs of the root file system.
+func rootfsKey() string {
+	h := sha256.New()
+	fmt.Fprintf(h, "v1\n%s\n%s\n%s\n--\n%s\n--\n%s", suite, mirror, strings.Join(packages, ","), setupHook, customizeHook)
+	return hex.EncodeToString(h.Sum(nil))[:32]
+}
+
+// debianRootfs returns the directory of the test OS's root file system,
+// building it with mmdebstrap when the cache has none.
+func debianRootfs(t *testing.T) string {
+	t.Helper()
+	harness.RequireCommand(t, "mmdebstrap")
+	dir := filepath.Join(cacheRoot, "rootfs-"+rootfsKey())
+	if _, err := os.Stat(filepath.Join(dir, "usr/lib/os-release")); err == nil {
+		return dir
+	}
+	if err := os.MkdirAll(cacheRoot, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	tmp := dir + ".tmp"
+	os.RemoveAll(tmp)
+	hooks := t.TempDir()
+	setup := filepath.Join(hooks, "setup.sh")
+	customize := filepath.Join(hooks, "customize.sh")
+	os.WriteFile(setup, []byte(setupHook), 0o755)
+	os.WriteFile(customize, []byte(customizeHook), 0o755)
+	start := time.Now()
+	args := []string{"mmdebstrap", "--variant=apt", "--components=main", "--mode=root",
+		"--include=" + strings.Join(packages, ","),
+		"--dpkgopt=path-exclude=/usr/share/doc/*", "--dpkgopt=path-exclude=/usr/share/man/*",
+		"--dpkgopt=path-exclude=/usr/share/locale/*",
+		"--setup-hook=sh " + setup + ` "$1"`, "--customize-hook=sh " + customize + ` "$1"`,
+		suite, tmp, mirror}
+	if pid := os.Getenv(netnsEnv); pid != "" {
+		// The tests run in a network namespace of their own: download
+		// from the host's.
+		args = append([]string{"nsenter", "--target", pid, "--net", "--"}, args...)
+	}
+	cmd := exec.Command(args[0], args[1:]...)
+	log, err := os.Create(dir + ".log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer log.Close()
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Run(); err != nil {
+		os.RemoveAll(tmp)
+		t.Fatalf("mmdebstrap: %v (log: %s)", err, dir+".log")
+	}
+	if err := os.Rename(tmp, dir); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("built the test OS root file system in %s (cold cache) at %s", time.Since(start).Round(time.Second), dir)
+	return dir
+}
