@@ -6,8 +6,6 @@ import (
 	"os"
 	"sort"
 	"strings"
-
-	"github.com/coreos/go-systemd/v22/unit"
 )
 
 // Storage modes of a deployment's OS image.
@@ -105,7 +103,7 @@ func parseContainerImageReference(s string) (transport, image string, signed boo
 // Marshal renders the keyfile.
 func (o Origin) Marshal() []byte {
 	var b bytes.Buffer
-	fmt.Fprintf(&b, "[origin]\ncontainer-image-reference=%s\n\n[bootstore]\n", oneLine(o.ContainerImageReference()))
+	fmt.Fprintf(&b, "[origin]\ncontainer-image-reference=%s\n\n[bootstore]\n", escapeValue(o.ContainerImageReference()))
 	kv := map[string]string{
 		"image-id":        o.ImageID,
 		"manifest-digest": o.ManifestDigest,
@@ -123,7 +121,7 @@ func (o Origin) Marshal() []byte {
 	sort.Strings(keys)
 	for _, k := range keys {
 		if kv[k] != "" {
-			fmt.Fprintf(&b, "%s=%s\n", k, oneLine(kv[k]))
+			fmt.Fprintf(&b, "%s=%s\n", k, escapeValue(kv[k]))
 		}
 	}
 	return b.Bytes()
@@ -132,14 +130,14 @@ func (o Origin) Marshal() []byte {
 // UnmarshalOrigin parses a keyfile written by Marshal (or by ostree, whose
 // extra keys are ignored).
 func UnmarshalOrigin(data []byte) (Origin, error) {
-	opts, err := unit.DeserializeOptions(bytes.NewReader(data))
+	opts, err := parseKeyfile(data)
 	if err != nil {
 		return Origin{}, err
 	}
 	var o Origin
 	for _, opt := range opts {
-		v := opt.Value
-		switch opt.Section + "." + opt.Name {
+		v := opt.value
+		switch opt.group + "." + opt.key {
 		case "origin.container-image-reference":
 			if o.Transport, o.Image, o.Signed, err = parseContainerImageReference(v); err != nil {
 				return Origin{}, err
@@ -210,10 +208,4 @@ func splitList(s string) []string {
 		items = append(items, cur.String())
 	}
 	return items
-}
-
-// oneLine keeps a value on one keyfile line: no value bootstore writes has a
-// line break, and one that did would forge keys.
-func oneLine(s string) string {
-	return strings.NewReplacer("\n", " ", "\r", " ").Replace(s)
 }
