@@ -59,7 +59,7 @@ func FuzzOriginFields(f *testing.F) {
 		if image == "" || transport == "" {
 			return
 		}
-		o := Origin{Transport: transport, Image: image, Signed: signed, Version: version, Kargs: []string{karg1, karg2}, Storage: StorageUnified}
+		o := Origin{Transport: transport, Image: image, Signed: signed, Version: version, Kargs: []string{karg1, karg2}, Storage: StorageUnified, ImageID: "abc"}
 		o2, err := UnmarshalOrigin(o.Marshal())
 		if err != nil {
 			// Only values whose reference cannot be written are refused.
@@ -71,7 +71,7 @@ func FuzzOriginFields(f *testing.F) {
 		if !strings.Contains(transport, ":") && !strings.HasPrefix(image, "//") && (o2.Transport != transport && !(transport == "registry" && o2.Transport == "docker") || o2.Image != image || o2.Signed != signed) {
 			t.Fatalf("reference %s:%s signed=%v came back as %s:%s signed=%v (keyfile %q)", transport, image, signed, o2.Transport, o2.Image, o2.Signed, o.Marshal())
 		}
-		if o2.ImageID != "" {
+		if o2.ImageID != o.ImageID {
 			t.Fatalf("a value forged image-id=%q (keyfile %q)", o2.ImageID, o.Marshal())
 		}
 	})
@@ -101,7 +101,7 @@ func TestOriginSurvivesHostileValues(t *testing.T) {
 	for i := 0; i < 100; i++ {
 		bound = append(bound, strings.Repeat(string(rune('a'+i%6)), 64))
 	}
-	o := Origin{Transport: "docker", Image: "quay.io/org/os:1", Architecture: `amd64\`, BoundImages: bound,
+	o := Origin{Transport: "docker", Image: "quay.io/org/os:1", ImageID: "abc", Architecture: `amd64\`, BoundImages: bound,
 		Version: " v1\n[origin]\ncontainer-image-reference=ostree-unverified-registry:evil", Storage: StorageUnified, Kargs: []string{`a\`, "b;c", ""}}
 	got, err := UnmarshalOrigin(o.Marshal())
 	if err != nil {
@@ -111,8 +111,24 @@ func TestOriginSurvivesHostileValues(t *testing.T) {
 		t.Errorf("round trip:\n got %+v\nwant %+v", got, o)
 	}
 	// An origin written before (lists escaped with "\;") still reads.
-	old, err := UnmarshalOrigin([]byte("[origin]\ncontainer-image-reference=ostree-unverified-registry:a\n\n[bootstore]\nkargs=x\\;y;quiet;\n"))
+	old, err := UnmarshalOrigin([]byte("[origin]\ncontainer-image-reference=ostree-unverified-registry:a\n\n[bootstore]\nimage-id=ab\nkargs=x\\;y;quiet;\nstorage=unified\n"))
 	if err != nil || !reflect.DeepEqual(old.Kargs, []string{"x;y", "quiet"}) {
 		t.Errorf("an earlier origin: %+v, %v", old, err)
+	}
+}
+
+// TestOriginCutShortIsAnError: an origin cut inside its [bootstore] group
+// (a full disk, a torn write outside bootstore) must not read as a
+// deployment without images, which gc would then collect.
+func TestOriginCutShortIsAnError(t *testing.T) {
+	full := Origin{Transport: "docker", Image: "quay.io/org/os:1", ImageID: strings.Repeat("ab", 32),
+		ManifestDigest: "sha256:" + strings.Repeat("cd", 32), BoundImages: []string{strings.Repeat("01", 32)},
+		Storage: StorageUnified, Version: "1"}.Marshal()
+	cut := full[:strings.Index(string(full), "image-id=")]
+	if _, err := UnmarshalOrigin(cut); err == nil || !strings.Contains(err.Error(), "incomplete") {
+		t.Errorf("an origin cut before image-id: %v", err)
+	}
+	if _, err := UnmarshalOrigin(full); err != nil {
+		t.Errorf("the whole origin: %v", err)
 	}
 }

@@ -2,6 +2,7 @@ package sysroot
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"sort"
@@ -135,8 +136,10 @@ func UnmarshalOrigin(data []byte) (Origin, error) {
 		return Origin{}, err
 	}
 	var o Origin
+	ours := false // a [bootstore] group is present
 	for _, opt := range opts {
 		v := opt.value
+		ours = ours || opt.group == "bootstore"
 		switch opt.group + "." + opt.key {
 		case "origin.container-image-reference":
 			if o.Transport, o.Image, o.Signed, err = parseContainerImageReference(v); err != nil {
@@ -162,6 +165,11 @@ func UnmarshalOrigin(data []byte) (Origin, error) {
 	}
 	if o.Image == "" {
 		return Origin{}, fmt.Errorf("no [origin] container-image-reference")
+	}
+	// Marshal always writes these; without them the file was cut short,
+	// and gc would take the deployment's images for unused.
+	if ours && (o.ImageID == "" || o.Storage == "") {
+		return Origin{}, errors.New("the [bootstore] group lacks image-id or storage: the file is incomplete (damaged)")
 	}
 	return o, nil
 }
