@@ -19,7 +19,7 @@ UNITS       := $(wildcard systemd/*.service systemd/*.timer systemd/*.path)
 MAN_PAGES   := $(patsubst docs/man/%.md,_output/man/%,$(wildcard docs/man/*.md))
 MD2MAN      := $(shell command -v go-md2man 2>/dev/null)
 
-.PHONY: all build deps test boot-test unit e2e demo bench lint install clean
+.PHONY: all build deps test boot-test unit e2e demo bench lint install clean fuzz
 
 all: build
 
@@ -42,6 +42,7 @@ lint:
 # registry, podman, skopeo, kernel overlay).
 test: deps lint
 	$(GO) test -race -count=1 ./pkg/... ./cmd/...
+	FUZZTIME=$(FUZZTIME) ./tests/fuzz.sh
 	$(GO) test -count=1 -timeout 40m -v ./tests/... 2>&1 | tee /tmp/bootstore-e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic|\s+\S+_test.go)' ; exit $${PIPESTATUS[0]}
 
 # The boot suite (tests/boot): installs the test OS, built from Debian
@@ -50,6 +51,12 @@ test: deps lint
 # (a cold image cache adds ~10 minutes), so on demand and in CI, not in test.
 boot-test: deps build
 	BOOTSTORE_BOOT_TEST=1 BOOTSTORE_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 80m -v ./tests/boot/ 2>&1 | tee /tmp/bootstore-boot.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic|\s+\S+_test.go)' ; exit $${PIPESTATUS[0]}
+
+# Native Go fuzz targets (parsers of image and host content), FUZZTIME
+# each: 15s in make test, longer on demand (make fuzz FUZZTIME=10m).
+FUZZTIME ?= 15s
+fuzz:
+	FUZZTIME=$(FUZZTIME) ./tests/fuzz.sh
 
 unit:
 	$(GO) test -race -count=1 ./pkg/... ./cmd/...

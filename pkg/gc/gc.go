@@ -23,6 +23,7 @@ import (
 	"slices"
 	"sort"
 
+	"go.podman.io/storage"
 	"golang.org/x/sys/unix"
 
 	"github.com/bootstore/bootstore/pkg/bls"
@@ -91,6 +92,9 @@ func Mark(sr *sysroot.Sysroot, st *store.Store) (*Plan, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := checkRootsPresent(sr, st.Storage().GraphDriverName(), state, images); err != nil {
+		return nil, err
+	}
 	for _, img := range images {
 		if _, kept := consumers[img.ID]; kept {
 			continue
@@ -105,6 +109,40 @@ func Mark(sr *sysroot.Sysroot, st *store.Store) (*Plan, error) {
 		return nil, err
 	}
 	return plan, nil
+}
+
+// ErrStoreDamaged is returned by Mark when an image a kept deployment was
+// made from is not in the store: the store's metadata was lost or damaged
+// (an emptied overlay-images/images.json reads as "no images"), and
+// sweeping would remove the layers of every image it no longer lists.
+var ErrStoreDamaged = errors.New("the unified store lacks images that deployments use")
+
+// checkRootsPresent returns ErrStoreDamaged naming the first deployment
+// whose image (unified storage) or bound image is missing from images.
+func checkRootsPresent(sr *sysroot.Sysroot, driver string, state *sysroot.State, images []storage.Image) error {
+	have := make(map[string]bool, len(images))
+	for _, img := range images {
+		have[img.ID] = true
+	}
+	deployments := slices.Clone(state.Deployments)
+	if state.Staged != nil {
+		deployments = append(deployments, *state.Staged)
+	}
+	for _, d := range deployments {
+		ids := slices.Clone(d.Origin.BoundImages)
+		if d.Origin.Storage == sysroot.StorageUnified {
+			ids = append(ids, d.Origin.ImageID)
+		}
+		for _, id := range ids {
+			if id != "" && !have[id] {
+				index := filepath.Join(sr.StorageRoot(), driver+"-images", "images.json")
+				return fmt.Errorf("%w: deployment %s uses image %.12s, which %s does not list; refusing to collect anything. "+
+					"Restore %s from a backup, or pull the deployment's images again (bootstore image pull), then rerun gc",
+					ErrStoreDamaged, d.Name(), id, sr.StorageRoot(), index)
+			}
+		}
+	}
+	return nil
 }
 
 // Roots returns every image ID a consumer uses, with its consumers.

@@ -100,9 +100,10 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	return &Store{s: s, opts: opts, driver: rec.Driver, created: created}, nil
 }
 
-// Exists reports whether a store was created at graphRoot.
+// Exists reports whether a store was created at graphRoot: its record
+// exists (Open reports a damaged record, naming it).
 func Exists(graphRoot string) bool {
-	_, err := readRecord(graphRoot)
+	_, err := os.Lstat(filepath.Join(graphRoot, recordName))
 	return err == nil
 }
 
@@ -112,11 +113,15 @@ func readRecord(graphRoot string) (record, error) {
 	if err != nil {
 		return rec, err
 	}
+	p := filepath.Join(graphRoot, recordName)
+	// The record only says which driver the store uses; the hint tells how
+	// to write it again by hand.
+	repair := fmt.Sprintf(`the file is damaged: write {"driver":"overlay"} into it (or "vfs" if %s has a vfs directory and no overlay directory)`, graphRoot)
 	if err := json.Unmarshal(data, &rec); err != nil {
-		return rec, fmt.Errorf("reading %s: %w", filepath.Join(graphRoot, recordName), err)
+		return rec, fmt.Errorf("reading %s: %w; %s", p, err, repair)
 	}
 	if rec.Driver != DriverOverlay && rec.Driver != DriverVFS {
-		return rec, fmt.Errorf("store %s records unknown driver %q", graphRoot, rec.Driver)
+		return rec, fmt.Errorf("%s records unknown driver %q; %s", p, rec.Driver, repair)
 	}
 	return rec, nil
 }

@@ -184,6 +184,17 @@ func (st *State) Rollback() *Deployment {
 	return nil
 }
 
+// entryFile names the file of the i-th boot entry for messages: the file
+// bls.Write gave it when that exists, else the entries directory.
+func (s *Sysroot) entryFile(i int, e bls.Entry) string {
+	dir := s.Path("boot", "loader", "entries")
+	p := filepath.Join(dir, fmt.Sprintf("ostree-%d-%s.conf", i+1, e.Stateroot))
+	if _, err := os.Stat(p); err == nil {
+		return p
+	}
+	return dir
+}
+
 // stagedFile records the staged deployment between staging and
 // finalization.
 func (s *Sysroot) stagedFile() string { return filepath.Join(s.StateDir(), "staged.json") }
@@ -197,14 +208,14 @@ func (s *Sysroot) Load() (*State, error) {
 		return nil, err
 	}
 	st := &State{Booted: -1}
-	for _, e := range entries {
+	for i, e := range entries {
 		arg := bls.DeploymentOf(e)
 		if arg == "" {
 			continue
 		}
 		d, err := s.deploymentFromArg(arg)
 		if err != nil {
-			return nil, fmt.Errorf("boot entry %q: %w", e.Title, err)
+			return nil, fmt.Errorf("boot entry %s (%q): %w", s.entryFile(i, e), e.Title, err)
 		}
 		st.Deployments = append(st.Deployments, d)
 		st.Entries = append(st.Entries, e)

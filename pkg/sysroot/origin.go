@@ -2,12 +2,11 @@ package sysroot
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"sort"
 	"strings"
-
-	"github.com/coreos/go-systemd/v22/unit"
 )
 
 // Storage modes of a deployment's OS image.
@@ -111,7 +110,7 @@ func parseContainerImageReference(s string) (transport, image string, signed boo
 // Marshal renders the keyfile.
 func (o Origin) Marshal() []byte {
 	var b bytes.Buffer
-	fmt.Fprintf(&b, "[origin]\ncontainer-image-reference=%s\n\n[bootstore]\n", oneLine(o.ContainerImageReference()))
+	fmt.Fprintf(&b, "[origin]\ncontainer-image-reference=%s\n\n[bootstore]\n", escapeValue(o.ContainerImageReference()))
 	kv := map[string]string{
 		"image-id":        o.ImageID,
 		"manifest-digest": o.ManifestDigest,
@@ -133,7 +132,7 @@ func (o Origin) Marshal() []byte {
 	sort.Strings(keys)
 	for _, k := range keys {
 		if kv[k] != "" {
-			fmt.Fprintf(&b, "%s=%s\n", k, oneLine(kv[k]))
+			fmt.Fprintf(&b, "%s=%s\n", k, escapeValue(kv[k]))
 		}
 	}
 	return b.Bytes()
@@ -142,14 +141,16 @@ func (o Origin) Marshal() []byte {
 // UnmarshalOrigin parses a keyfile written by Marshal (or by ostree, whose
 // extra keys are ignored).
 func UnmarshalOrigin(data []byte) (Origin, error) {
-	opts, err := unit.DeserializeOptions(bytes.NewReader(data))
+	opts, err := parseKeyfile(data)
 	if err != nil {
 		return Origin{}, err
 	}
 	var o Origin
+	ours := false // a [bootstore] group is present
 	for _, opt := range opts {
-		v := opt.Value
-		switch opt.Section + "." + opt.Name {
+		v := opt.value
+		ours = ours || opt.group == "bootstore"
+		switch opt.group + "." + opt.key {
 		case "origin.container-image-reference":
 			if o.Transport, o.Image, o.Signed, err = parseContainerImageReference(v); err != nil {
 				return Origin{}, err
@@ -178,6 +179,11 @@ func UnmarshalOrigin(data []byte) (Origin, error) {
 	}
 	if o.Image == "" {
 		return Origin{}, fmt.Errorf("no [origin] container-image-reference")
+	}
+	// Marshal always writes these; without them the file was cut short,
+	// and gc would take the deployment's images for unused.
+	if ours && (o.ImageID == "" || o.Storage == "") {
+		return Origin{}, errors.New("the [bootstore] group lacks image-id or storage: the file is incomplete (damaged)")
 	}
 	return o, nil
 }
@@ -224,10 +230,4 @@ func splitList(s string) []string {
 		items = append(items, cur.String())
 	}
 	return items
-}
-
-// oneLine keeps a value on one keyfile line: no value bootstore writes has a
-// line break, and one that did would forge keys.
-func oneLine(s string) string {
-	return strings.NewReplacer("\n", " ", "\r", " ").Replace(s)
 }
