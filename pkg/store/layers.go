@@ -1,9 +1,12 @@
 package store
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"go.podman.io/storage"
 )
 
 // LayerDirs returns the directories holding an image's layers as the graph
@@ -47,11 +50,48 @@ func (s *Store) LayerDirs(imageID string) ([]string, error) {
 // home directory (overlay makes GRAPHROOT/overlay a mount of its own). While
 // it exists, link(2) from a layer directory to a deployment on the same
 // filesystem fails with EXDEV, so deployments could not hardlink. The driver
-// is set up again by the next call that needs it. It fails if this process
-// still has layers mounted.
+// is set up again by the next call that needs it. Image mounts that an
+// interrupted bootstore left behind are undone first; it fails if a
+// container's layer is mounted.
 func (s *Store) ReleaseDriverMount() error {
+	if err := s.releaseStaleImageMounts(); err != nil {
+		return err
+	}
 	if _, err := s.s.Shutdown(false); err != nil {
 		return fmt.Errorf("releasing the store's driver mount: %w", err)
+	}
+	return nil
+}
+
+// releaseStaleImageMounts unmounts every mounted layer that is not a
+// container's. bootstore mounts image layers only briefly (reading an
+// image's bound-images.d or embedded store) and under the sysroot lock, so
+// one still counted as mounted was left by a bootstore that was killed
+// (SIGKILL, OOM, a stopped timer unit) before it unmounted. The count lives
+// in the run root and the mount in the kernel; without this every later
+// deployment would fail until a reboot cleared both. Containers' layers
+// are left alone: podman may be running them.
+func (s *Store) releaseStaleImageMounts() error {
+	layers, err := s.s.Layers()
+	if err != nil {
+		return fmt.Errorf("listing the store's layers: %w", err)
+	}
+	containers, err := s.s.Containers()
+	if err != nil {
+		return fmt.Errorf("listing the store's containers: %w", err)
+	}
+	containerLayer := make(map[string]bool, len(containers))
+	for _, c := range containers {
+		containerLayer[c.LayerID] = true
+	}
+	for _, l := range layers {
+		if l.MountCount == 0 || containerLayer[l.ID] {
+			continue
+		}
+		if _, err := s.s.Unmount(l.ID, true); err != nil && !errors.Is(err, storage.ErrLayerNotMounted) {
+			return fmt.Errorf("unmounting layer %s, left mounted by an interrupted command: %w", l.ID, err)
+		}
+		fmt.Fprintf(s.opts.Warn, "Note: unmounted layer %s, left mounted by an interrupted command.\n", l.ID)
 	}
 	return nil
 }

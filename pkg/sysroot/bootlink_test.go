@@ -13,7 +13,7 @@ func TestBootLinkResolvesToTheDeployment(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := Deployment{Stateroot: "default", ID: "abc123", Serial: 1,
-		Origin: Origin{Transport: "docker", Image: "example.com/os:1", ImageID: "abc123"}}
+		Origin: Origin{Transport: "docker", Image: "example.com/os:1", ImageID: "abc123", Storage: StorageUnified}}
 	if err := os.MkdirAll(sr.DeploymentPath(d), 0o755); err != nil {
 		t.Fatal(err)
 	}
