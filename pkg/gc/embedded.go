@@ -54,3 +54,20 @@ func addEmbedded(sr *sysroot.Sysroot, st *store.Store, state *sysroot.State, use
 	}
 	return uses, nil
 }
+
+// embeddedIDs returns the IDs of the images deployment d's tree embeds.
+func embeddedIDs(sr *sysroot.Sysroot, st *store.Store, d sysroot.Deployment) (map[string]bool, error) {
+	storePath := ""
+	if info, err := st.Inspect(context.Background(), d.Origin.ImageID); err == nil {
+		storePath = info.Labels[embedded.Label]
+	}
+	imgs, err := embedded.Images(sr.DeploymentPath(d), storePath)
+	if err != nil {
+		return nil, err
+	}
+	ids := make(map[string]bool, len(imgs))
+	for _, img := range imgs {
+		ids[img.ID] = true
+	}
+	return ids, nil
+}

@@ -92,7 +92,8 @@ func Mark(sr *sysroot.Sysroot, st *store.Store) (*Plan, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := checkRootsPresent(sr, st.Storage().GraphDriverName(), state, images); err != nil {
+	embeddedIn := func(d sysroot.Deployment) (map[string]bool, error) { return embeddedIDs(sr, st, d) }
+	if err := checkRootsPresent(sr, st.Storage().GraphDriverName(), state, images, embeddedIn); err != nil {
 		return nil, err
 	}
 	for _, img := range images {
@@ -118,8 +119,11 @@ func Mark(sr *sysroot.Sysroot, st *store.Store) (*Plan, error) {
 var ErrStoreDamaged = errors.New("the unified store lacks images that deployments use")
 
 // checkRootsPresent returns ErrStoreDamaged naming the first deployment
-// whose image (unified storage) or bound image is missing from images.
-func checkRootsPresent(sr *sysroot.Sysroot, driver string, state *sysroot.State, images []storage.Image) error {
+// whose image (unified storage) or bound image is missing from images. A
+// bound image the deployment's OS image embeds (embeddedIn) lives in the
+// deployment, not in the store.
+func checkRootsPresent(sr *sysroot.Sysroot, driver string, state *sysroot.State, images []storage.Image,
+	embeddedIn func(sysroot.Deployment) (map[string]bool, error)) error {
 	have := make(map[string]bool, len(images))
 	for _, img := range images {
 		have[img.ID] = true
@@ -133,8 +137,18 @@ func checkRootsPresent(sr *sysroot.Sysroot, driver string, state *sysroot.State,
 		if d.Origin.Storage == sysroot.StorageUnified {
 			ids = append(ids, d.Origin.ImageID)
 		}
+		var emb map[string]bool
 		for _, id := range ids {
-			if id != "" && !have[id] {
+			if id == "" || have[id] {
+				continue
+			}
+			if emb == nil {
+				var err error
+				if emb, err = embeddedIn(d); err != nil {
+					return fmt.Errorf("reading the embedded store of deployment %s: %w", d.Name(), err)
+				}
+			}
+			if !emb[id] {
 				index := filepath.Join(sr.StorageRoot(), driver+"-images", "images.json")
 				return fmt.Errorf("%w: deployment %s uses image %.12s, which %s does not list; refusing to collect anything. "+
 					"Restore %s from a backup, or pull the deployment's images again (bootstore image pull), then rerun gc",

@@ -400,6 +400,39 @@ func oracleCheckView(t *testing.T, h *host, ref, dep string) (ov, got harness.Tr
 		}
 		extra[d] = true
 	}
+	// Every deployment of an image that embeds no apps gets an empty
+	// embedded store, so that podman's additional image store exists.
+	const embeddedStore = "/usr/lib/containers/storage"
+	if _, ok := ov[embeddedStore]; !ok {
+		wantStore := map[string]uint32{
+			embeddedStore: unix.S_IFDIR, embeddedStore + "/overlay": unix.S_IFDIR,
+			embeddedStore + "/overlay-images": unix.S_IFDIR, embeddedStore + "/overlay-images/images.lock": unix.S_IFREG,
+			embeddedStore + "/overlay-layers": unix.S_IFDIR, embeddedStore + "/overlay-layers/layers.lock": unix.S_IFREG,
+		}
+		for p, typ := range wantStore {
+			if n := got[p]; n.Type != typ || n.Size != 0 || n.UID != 0 || n.GID != 0 {
+				t.Errorf("the empty embedded store should have %s: %v", p, n)
+			}
+		}
+		for p := range got {
+			if under(p, embeddedStore) {
+				if _, ok := wantStore[p]; !ok {
+					t.Errorf("the empty embedded store has %s too", p)
+				}
+				extra[p] = true
+			}
+		}
+		for d := filepath.Dir(embeddedStore); ; d = filepath.Dir(d) {
+			if _, ok := ov[d]; ok {
+				changed[d] = true
+				break
+			}
+			if n := got[d]; n.Type != unix.S_IFDIR || n.Perm != 0o755 || n.UID != 0 || n.GID != 0 || n.Xattrs != "" {
+				t.Errorf("bootstore should have made %s a plain directory: %v", d, n)
+			}
+			extra[d] = true
+		}
+	}
 	want, have := harness.Tree{}, harness.Tree{}
 	for p, n := range ov {
 		if !under(p, "/var") {
