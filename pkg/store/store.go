@@ -131,7 +131,14 @@ func storeOptions(graphRoot, runRoot, driver string) types.StoreOptions {
 		GraphRoot:       graphRoot,
 		RunRoot:         runRoot,
 		GraphDriverName: driver,
-		PullOptions:     partialPullOptions(),
+		// A layer is recorded as present only after its filesystem is
+		// synced (syncfs). Without it a power cut can leave layers.json
+		// naming a layer whose files, or the driver's link and lower
+		// files, are empty: the boot test's power cut while an upgrade
+		// was deploying left a store whose image no longer mounted
+		// ("can't stat lower layer .../overlay/diff").
+		GraphDriverOptions: []string{driver + ".sync=filesystem"},
+		PullOptions:        partialPullOptions(),
 	}
 }
 

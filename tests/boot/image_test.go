@@ -18,8 +18,14 @@ import (
 // of everything below (packages, hooks); bootstore and the test's units go in
 // a separate top layer so that a code change rebuilds only that layer.
 
-// cacheRoot holds built root file systems, one directory per input hash.
-const cacheRoot = "/var/cache/bootstore-tests"
+// cacheRoot holds built root file systems, one directory per input hash:
+// /var/cache/bootstore-tests, or $BOOTSTORE_TEST_CACHE.
+func cacheRoot() string {
+	if dir := os.Getenv("BOOTSTORE_TEST_CACHE"); dir != "" {
+		return dir
+	}
+	return "/var/cache/bootstore-tests"
+}
 
 const suite = "bookworm"
 
@@ -102,11 +108,11 @@ func rootfsKey() string {
 func debianRootfs(t *testing.T) string {
 	t.Helper()
 	harness.RequireCommand(t, "mmdebstrap")
-	dir := filepath.Join(cacheRoot, "rootfs-"+rootfsKey())
+	dir := filepath.Join(cacheRoot(), "rootfs-"+rootfsKey())
 	if _, err := os.Stat(filepath.Join(dir, "usr/lib/os-release")); err == nil {
 		return dir
 	}
-	if err := os.MkdirAll(cacheRoot, 0o755); err != nil {
+	if err := os.MkdirAll(cacheRoot(), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	tmp := dir + ".tmp"

@@ -1,6 +1,7 @@
 package boot
 
 import (
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -19,16 +20,20 @@ func testPowerCut(t *testing.T, disk, updates string) {
 	// Staging: early in the pull, while the deployment tree is written,
 	// and right after the staged record is written (before the reboot).
 	stagingPoints := []struct {
-		name, until string
+		name, cond string
 	}{
 		{"pulling", "sleep 1"},
-		{"writing the deployment", "until ls -d /ostree/deploy/default/deploy/.staging-* >/dev/null 2>&1; do sleep 0.2; done"},
-		{"staged, before the reboot", "until test -e /ostree/bootc/bootstore/staged.json; do sleep 0.1; done"},
+		{"writing the deployment", "ls -d /ostree/deploy/default/deploy/.staging-* >/dev/null 2>&1"},
+		{"staged, before the reboot", "test -e /ostree/bootc/bootstore/staged.json"},
 	}
 	for _, p := range stagingPoints {
 		v.exec("systemctl start --no-block bootstore-fetch-apply-updates.service", 30*time.Second)
-		if _, _, ok := v.exec(p.until, 10*time.Minute); !ok {
-			t.Fatalf("power cut while %s: the guest never got there", p.name)
+		// Bounded in the guest, and given up as soon as the unit fails, so
+		// that the shell answers the journal query below.
+		wait := fmt.Sprintf("timeout 540 bash -c 'until %s; do systemctl is-failed -q bootstore-fetch-apply-updates.service && exit 3; sleep 0.1; done'", p.cond)
+		if _, code, ok := v.exec(wait, 10*time.Minute); !ok || code != 0 {
+			journal, _, _ := v.exec("journalctl -b -u bootstore-fetch-apply-updates.service --no-pager | tail -n 40", time.Minute)
+			t.Fatalf("power cut while %s: the guest never got there; the upgrade unit's journal:\n%s", p.name, journal)
 		}
 		v.kill()
 		t.Logf("power cut while staging (%s)", p.name)
