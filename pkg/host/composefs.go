@@ -8,13 +8,16 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/bootstore/bootstore/pkg/composefs"
 	"github.com/bootstore/bootstore/pkg/deploy"
+	"github.com/bootstore/bootstore/pkg/embedded"
 	"github.com/bootstore/bootstore/pkg/erofs"
 	"github.com/bootstore/bootstore/pkg/store"
 	"github.com/bootstore/bootstore/pkg/sysroot"
@@ -134,20 +137,66 @@ func composefsFixups(tree *composefs.Tree) error {
 	if err := tree.Put("/var", emptyVar); err != nil {
 		return err
 	}
-	dir := "/usr"
-	for _, name := range []string{"lib", "bootc"} {
-		dir += "/" + name
-		in := tree.Lookup(dir)
+	if err := composefsDirs(tree, usr, "/usr/lib/bootc"); err != nil {
+		return err
+	}
+	if err := tree.Put("/usr/lib/bootc/storage", &erofs.Inode{Mode: unix.S_IFLNK | 0o777, Mtime: usr.Mtime, MtimeNsec: usr.MtimeNsec, Target: StorageLink}); err != nil {
+		return err
+	}
+	return composefsEmptyEmbeddedStore(tree, usr)
+}
+
+// composefsDirs makes sure every directory of dir below /usr exists,
+// adding missing ones as plain directories with /usr's mtime.
+func composefsDirs(tree *composefs.Tree, usr *erofs.Inode, dir string) error {
+	p := "/usr"
+	for _, name := range strings.Split(strings.TrimPrefix(dir, "/usr/"), "/") {
+		p += "/" + name
+		in := tree.Lookup(p)
 		if in == nil {
 			in = &erofs.Inode{Mode: unix.S_IFDIR | 0o755, Mtime: usr.Mtime, MtimeNsec: usr.MtimeNsec}
-			if err := tree.Put(dir, in); err != nil {
+			if err := tree.Put(p, in); err != nil {
 				return err
 			}
 		} else if in.Mode&unix.S_IFMT != unix.S_IFDIR {
-			return fmt.Errorf("%w: the image's %s is not a directory", ErrBadTree, dir)
+			return fmt.Errorf("%w: the image's %s is not a directory", ErrBadTree, p)
 		}
 	}
-	return tree.Put("/usr/lib/bootc/storage", &erofs.Inode{Mode: unix.S_IFLNK | 0o777, Mtime: usr.Mtime, MtimeNsec: usr.MtimeNsec, Target: StorageLink})
+	return nil
+}
+
+// composefsEmptyEmbeddedStore gives an image that embeds no apps the same
+// empty embedded store a tree deployment gets (embedded.EnsureStore), so
+// that podman's additional image store exists on composefs hosts too.
+func composefsEmptyEmbeddedStore(tree *composefs.Tree, usr *erofs.Inode) error {
+	if in := tree.Lookup(embedded.DefaultPath); in != nil {
+		if in.Mode&unix.S_IFMT != unix.S_IFDIR {
+			return fmt.Errorf("%w: the image's %s is not a directory", ErrBadTree, embedded.DefaultPath)
+		}
+		return nil
+	}
+	if err := composefsDirs(tree, usr, path.Dir(embedded.DefaultPath)); err != nil {
+		return err
+	}
+	dir := func(mode uint32) *erofs.Inode {
+		return &erofs.Inode{Mode: unix.S_IFDIR | mode, Mtime: usr.Mtime, MtimeNsec: usr.MtimeNsec}
+	}
+	empty := func() *erofs.Inode {
+		return &erofs.Inode{Mode: unix.S_IFREG | 0o644, Mtime: usr.Mtime, MtimeNsec: usr.MtimeNsec, Data: []byte{}}
+	}
+	for _, e := range []struct {
+		rel string
+		in  *erofs.Inode
+	}{
+		{"", dir(0o755)}, {"/overlay", dir(0o700)},
+		{"/overlay-images", dir(0o700)}, {"/overlay-images/images.lock", empty()},
+		{"/overlay-layers", dir(0o700)}, {"/overlay-layers/layers.lock", empty()},
+	} {
+		if err := tree.Put(embedded.DefaultPath+e.rel, e.in); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // writeImage writes the image durably and returns its digest.
