@@ -175,8 +175,9 @@ func TestBoot(t *testing.T) {
 	tb := newTestbed(t)
 	tb.pushOS("v1")
 	lifecycleDisk := tb.installDisk("lifecycle", "--experimental-unified-storage")
-	// The power-cut run is on demand until it has been seen to pass here.
-	powerCut := os.Getenv("BOOTSTORE_BOOT_POWERCUT") == "1"
+	// BOOTSTORE_BOOT_POWERCUT=0 leaves the power cuts out (about 11 of the
+	// suite's minutes) when iterating on something else.
+	powerCut := os.Getenv("BOOTSTORE_BOOT_POWERCUT") != "0"
 	var powerCutDisk string
 	if powerCut {
 		powerCutDisk = tb.installDisk("powercut", "--experimental-unified-storage")
@@ -186,7 +187,7 @@ func TestBoot(t *testing.T) {
 	t.Run("Lifecycle", func(t *testing.T) { testLifecycle(t, lifecycleDisk, updates) })
 	t.Run("PowerCut", func(t *testing.T) {
 		if !powerCut {
-			t.Skip("not yet proven to pass on this machine: run with BOOTSTORE_BOOT_POWERCUT=1")
+			t.Skip("BOOTSTORE_BOOT_POWERCUT=0")
 		}
 		testPowerCut(t, powerCutDisk, updates)
 	})
