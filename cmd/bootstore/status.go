@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/spf13/cobra"
@@ -32,7 +33,9 @@ entry when --sysroot names another root. status never takes the lock.`,
 			if err != nil {
 				return err
 			}
-			st, err := sr.Load()
+			// status shows what it can read; damaged records are left out
+			// of the document and reported, and make the exit status 1.
+			st, damage, err := sr.LoadReadable()
 			if err != nil {
 				return err
 			}
@@ -40,7 +43,13 @@ entry when --sysroot names another root. status never takes the lock.`,
 			if booted {
 				h = status.FilterBooted(h)
 			}
-			return write(cmd, h)
+			if err := write(cmd, h); err != nil {
+				return err
+			}
+			if len(damage) > 0 {
+				return fmt.Errorf("the host's state is damaged; status above leaves out what could not be read: %w", errors.Join(damage...))
+			}
+			return nil
 		},
 	}
 	cmd.Flags().StringVar(&format, "format", "human", "output format: human|json|yaml")

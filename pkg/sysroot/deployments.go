@@ -203,9 +203,24 @@ func (s *Sysroot) stagedFile() string { return filepath.Join(s.StateDir(), "stag
 // The booted deployment comes from /proc/cmdline on a real host and is the
 // default boot entry under --sysroot.
 func (s *Sysroot) Load() (*State, error) {
+	st, _, err := s.load(false)
+	return st, err
+}
+
+// LoadReadable is Load for commands that only report (status): a
+// deployment whose origin is damaged and a damaged staged record are left
+// out of the State and returned as damage, each error naming its file, so
+// that the rest of the host can still be shown. Commands that change the
+// host use Load, which refuses damaged state.
+func (s *Sysroot) LoadReadable() (*State, []error, error) {
+	return s.load(true)
+}
+
+func (s *Sysroot) load(lenient bool) (*State, []error, error) {
+	var damage []error
 	entries, err := bls.Read(s.Root)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	st := &State{Booted: -1}
 	for i, e := range entries {
@@ -215,14 +230,19 @@ func (s *Sysroot) Load() (*State, error) {
 		}
 		d, err := s.deploymentFromArg(arg)
 		if err != nil {
-			return nil, fmt.Errorf("boot entry %s (%q): %w", s.entryFile(i, e), e.Title, err)
+			err = fmt.Errorf("boot entry %s (%q): %w", s.entryFile(i, e), e.Title, err)
+			if lenient {
+				damage = append(damage, err)
+				continue
+			}
+			return nil, nil, err
 		}
 		st.Deployments = append(st.Deployments, d)
 		st.Entries = append(st.Entries, e)
 	}
 	bootedArg, err := s.bootedArg(st)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	for i, d := range st.Deployments {
 		if d.KernelArg() == bootedArg {
@@ -233,15 +253,22 @@ func (s *Sysroot) Load() (*State, error) {
 	switch {
 	case err == nil:
 		var rec stagedRecord
-		if err := json.Unmarshal(data, &rec); err != nil {
-			return nil, fmt.Errorf("reading %s: %w", s.stagedFile(), err)
+		err := json.Unmarshal(data, &rec)
+		if err != nil {
+			err = fmt.Errorf("reading %s: %w; the staged deployment is unknown: remove the file to discard it, then run bootstore upgrade again", s.stagedFile(), err)
+		} else if rec.Deployment.Origin, err = ReadOrigin(s.OriginPath(rec.Deployment)); err != nil {
+			err = fmt.Errorf("staged deployment: %w", err)
 		}
-		if rec.Deployment.Origin, err = ReadOrigin(s.OriginPath(rec.Deployment)); err != nil {
-			return nil, err
+		switch {
+		case err == nil:
+			st.Staged, st.StagedEntry, st.StagedDownloadOnly = &rec.Deployment, &rec.Entry, rec.DownloadOnly
+		case lenient:
+			damage = append(damage, err)
+		default:
+			return nil, nil, err
 		}
-		st.Staged, st.StagedEntry, st.StagedDownloadOnly = &rec.Deployment, &rec.Entry, rec.DownloadOnly
 	case !errors.Is(err, os.ErrNotExist):
-		return nil, err
+		return nil, nil, err
 	}
 	if data, err := os.ReadFile(s.cachedUpdateFile()); err == nil {
 		var o Origin
@@ -249,7 +276,7 @@ func (s *Sysroot) Load() (*State, error) {
 			st.CachedUpdate = &o
 		}
 	}
-	return st, nil
+	return st, damage, nil
 }
 
 func (s *Sysroot) cachedUpdateFile() string { return filepath.Join(s.StateDir(), "cached-update.json") }

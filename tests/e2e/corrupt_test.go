@@ -1,11 +1,13 @@
 package e2e
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/bootstore/bootstore/pkg/status/statustest"
 	"github.com/bootstore/bootstore/tests/harness"
 )
 
@@ -116,6 +118,9 @@ func TestCorruptStateFilesAreNamed(t *testing.T) {
 						t.Errorf("%s with a %s %s: the error does not name %s:\n%s", cmdline, c.name, what, path, res.stderr)
 					}
 				}
+				if what == "staged.json" || what == "origin" {
+					h.statusShowsTheRest(what, c.name)
+				}
 				if err := os.WriteFile(path, orig, 0o600); err != nil {
 					t.Fatal(err)
 				}
@@ -139,6 +144,33 @@ func TestCorruptStateFilesAreNamed(t *testing.T) {
 	}
 	if got := h.storeIDs(); len(got) != len(idsBefore) {
 		t.Errorf("the store lost images: before %v, after %v", sortedKeys(idsBefore), sortedKeys(got))
+	}
+}
+
+// statusShowsTheRest checks that status, with the staged record or the
+// booted deployment's origin damaged, still prints a valid document with
+// the deployments it can read, and exits 1.
+func (h *host) statusShowsTheRest(what, how string) {
+	h.t.Helper()
+	res := h.run("status", "--format", "json")
+	if res.code != 1 {
+		h.t.Errorf("status with a %s %s: want exit 1 after printing what it can\n%s", how, what, res)
+	}
+	var doc hostStatus
+	if err := json.Unmarshal([]byte(res.stdout), &doc); err != nil {
+		h.t.Errorf("status with a %s %s printed no document: %v\n%s", how, what, err, res)
+		return
+	}
+	statustest.ValidateHost(h.t, []byte(res.stdout))
+	switch what {
+	case "staged.json":
+		if doc.Status.Booted == nil || doc.Status.Staged != nil {
+			h.t.Errorf("status with a %s staged.json: want the booted deployment and no staged one: %+v", how, doc.Status)
+		}
+	case "origin":
+		if doc.Status.Staged == nil || doc.Status.Booted != nil {
+			h.t.Errorf("status with the booted deployment's origin %s: want the staged deployment and no booted one: %+v", how, doc.Status)
+		}
 	}
 }
 
