@@ -15,6 +15,7 @@ type registryOptions struct {
 	tlsVerify       bool
 	certDir         string
 	registriesConf  string
+	registriesD     string
 }
 
 func addRegistryFlags(cmd *cobra.Command, o *registryOptions) {
@@ -23,6 +24,7 @@ func addRegistryFlags(cmd *cobra.Command, o *registryOptions) {
 	f.StringVar(&o.signaturePolicy, "signature-policy", "", "path of the signature policy (default: the system's policy.json)")
 	f.BoolVar(&o.tlsVerify, "tls-verify", true, "require HTTPS and verify certificates when talking to registries")
 	f.StringVar(&o.certDir, "cert-dir", "", "directory of certificates (*.crt, *.cert, *.key) for registries")
+	f.StringVar(&o.registriesD, "registries-d", "", "directory of registries.d files (signature storage: lookaside or sigstore attachments; default: the system's)")
 	f.StringVar(&o.registriesConf, "registries-conf", "", "path of registries.conf (mirrors, insecure registries; default: $CONTAINERS_REGISTRIES_CONF or the system's)")
 }
 
@@ -36,6 +38,7 @@ func (o *registryOptions) systemContext(cmd *cobra.Command) *types.SystemContext
 		// "" lets containers/image read $CONTAINERS_REGISTRIES_CONF or
 		// /etc/containers/registries.conf (and registries.conf.d).
 		SystemRegistriesConfPath: o.registriesConf,
+		RegistriesDirPath:        o.registriesD,
 	}
 	if cmd.Flags().Changed("tls-verify") {
 		sys.DockerInsecureSkipTLSVerify = types.NewOptionalBool(!o.tlsVerify)

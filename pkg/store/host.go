@@ -104,14 +104,15 @@ func (s *Store) PullHost(ctx context.Context, src types.ImageReference, opts Hos
 
 // pullBoundOf pulls the bound images of host. From an image set (a
 // BoundSource), whose failures are not transient, every source is resolved
-// before anything is pulled, and a failure removes the images this call
-// fetched, the host image included: a damaged set leaves nothing behind.
+// before anything is pulled. A failure (a missing or refused bound image, a
+// damaged set) removes the images this pull fetched, the host image
+// included: a host image is only kept with all its bound images.
 func (s *Store) pullBoundOf(ctx context.Context, host *Pulled, bound []boundimages.Image, opts HostPullOptions) ([]*Pulled, error) {
-	if opts.BoundSource == nil {
-		return s.PullBound(ctx, host.Ref, bound, opts)
-	}
 	var errs []error
 	for _, b := range bound {
+		if opts.BoundSource == nil {
+			break
+		}
 		if _, err := opts.BoundSource(b); err != nil {
 			errs = append(errs, fmt.Errorf("bound image %s (from %s): %w", b.Ref, b.Entry, err))
 		}

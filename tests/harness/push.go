@@ -35,6 +35,14 @@ func (r *Registry) Push(t testing.TB, img Image, repoTag, compression string) di
 // like Push; use it to push one written layout several times (e.g. big benchmark images).
 func (r *Registry) PushOCI(t testing.TB, dir, tag, repoTag, compressionName string) digest.Digest {
 	t.Helper()
+	return r.pushOCI(t, dir, tag, r.DirectRef(repoTag), compressionName, nil)
+}
+
+// pushOCI copies dir:tag to the registry reference dest; more, when set,
+// adjusts the copy (signers, registries.d).
+func (r *Registry) pushOCI(t testing.TB, dir, tag, dest, compressionName string, more func(*copy.Options, *types.SystemContext)) digest.Digest {
+	t.Helper()
+	repoTag := dest
 	algo, err := compression.AlgorithmByName(compressionName)
 	if err != nil {
 		t.Fatalf("push %s: %v", repoTag, err)
@@ -43,7 +51,7 @@ func (r *Registry) PushOCI(t testing.TB, dir, tag, repoTag, compressionName stri
 	if err != nil {
 		t.Fatalf("push %s: %v", repoTag, err)
 	}
-	dst, err := docker.ParseReference("//" + r.DirectRef(repoTag))
+	dst, err := docker.ParseReference("//" + dest)
 	if err != nil {
 		t.Fatalf("push %s: %v", repoTag, err)
 	}
@@ -62,11 +70,15 @@ func (r *Registry) PushOCI(t testing.TB, dir, tag, repoTag, compressionName stri
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	mf, err := copy.Image(ctx, pc, dst, src, &copy.Options{
+	opts := &copy.Options{
 		SourceCtx:              &types.SystemContext{BlobInfoCacheDir: tmp},
 		DestinationCtx:         sys,
 		ForceCompressionFormat: true,
-	})
+	}
+	if more != nil {
+		more(opts, sys)
+	}
+	mf, err := copy.Image(ctx, pc, dst, src, opts)
 	if err != nil {
 		t.Fatalf("push %s (%s): %v", repoTag, compressionName, err)
 	}

@@ -1,0 +1,134 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/bootstore/bootstore/tests/harness"
+)
+
+// sigstorePolicy writes a policy.json that rejects everything from a
+// registry except images sigstore-signed by pub for their own repository.
+func sigstorePolicy(t *testing.T, pub, registry string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "policy.json")
+	policy := fmt.Sprintf(`{
+  "default": [{"type": "reject"}],
+  "transports": {
+    "docker": {%q: [{"type": "sigstoreSigned", "keyPath": %q, "signedIdentity": {"type": "matchRepository"}}]},
+    "containers-storage": {"": [{"type": "insecureAcceptAnything"}]}
+  }
+}`, registry, pub)
+	if err := os.WriteFile(p, []byte(policy), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// A policy that requires sigstore signatures from the OS image's registry:
+// an unsigned OS image, one signed with another key, and a signed one whose
+// bound image is unsigned are refused by install, upgrade and switch, with
+// the image named and nothing left in the store; a signed one is installed
+// and upgraded to, and status shows it verified by the container policy
+// (bootc's ostree-image-signed origin).
+func TestSignaturePolicyIsEnforced(t *testing.T) {
+	reg := harness.StartRegistry(t)
+	key, otherKey := harness.NewSigstoreKey(t), harness.NewSigstoreKey(t)
+	regD := reg.SigstoreRegistriesD(t)
+	policy := sigstorePolicy(t, key.Public, reg.Addr)
+
+	signedApp, unsignedApp := reg.Ref("apps/signed:1"), reg.Ref("apps/unsigned:1")
+	reg.PushSigned(t, harness.AppImage(t, "signed"), "apps/signed:1", "gzip", key)
+	reg.Push(t, harness.AppImage(t, "unsigned"), "apps/unsigned:1", "gzip")
+	bound := []harness.Bound{harness.BoundImage("signed", signedApp)}
+	osImg := func(v string, b []harness.Bound) harness.Image {
+		return osVersion(t, v, b, harness.Layer{etcFile("version", v+"\n")})
+	}
+	reg.PushSigned(t, osImg("1", bound), "os/host:stable", "gzip", key)
+	reg.Push(t, osImg("1-unsigned", bound), "os/host:unsigned", "gzip")
+	reg.PushSigned(t, osImg("1-other-key", bound), "os/host:other-key", "gzip", otherKey)
+	reg.PushSigned(t, osImg("1-unsigned-lbi", []harness.Bound{harness.BoundImage("unsigned", unsignedApp)}), "os/host:unsigned-lbi", "gzip", key)
+
+	h := newHost(t)
+	flags := []string{"--tls-verify=false", "--signature-policy", policy, "--registries-d", regD}
+	install := func(ref string) []string {
+		args := append([]string{"install", "to-filesystem", "--source-imgref", ref, "--experimental-unified-storage"}, flags...)
+		return append(args, h.root)
+	}
+	for _, bad := range []struct{ ref, names string }{
+		{reg.Ref("os/host:unsigned"), reg.Ref("os/host:unsigned")},
+		{reg.Ref("os/host:other-key"), reg.Ref("os/host:other-key")},
+		{reg.Ref("os/host:unsigned-lbi"), unsignedApp},
+	} {
+		res := h.run(install(bad.ref)...)
+		t.Logf("install %s: exit %d: %s", bad.ref, res.code, firstLine(res.stderr))
+		if res.code == 0 || !strings.Contains(res.stderr, bad.names) {
+			t.Errorf("install %s: want a refusal naming %s\n%s", bad.ref, bad.names, res)
+		}
+		if d := h.deployments("default"); len(d) != 0 {
+			t.Fatalf("a refused install left deployments %v", d)
+		}
+		if _, err := os.Stat(h.storageRoot()); err == nil {
+			if layers, images := h.storeContents(); len(layers) != 0 || len(images) != 0 {
+				t.Errorf("a refused install of %s left %d layers and %d images in the store", bad.ref, len(layers), len(images))
+			}
+		}
+	}
+
+	h.ok(install(reg.Ref("os/host:stable"))...)
+	if sig := bootedSignature(t, h); sig != "containerPolicy" {
+		t.Errorf("status: booted image signature %q, want containerPolicy", sig)
+	}
+	origins, _ := filepath.Glob(filepath.Join(h.root, "ostree/deploy/default/deploy/*.origin"))
+	if len(origins) != 1 {
+		t.Fatalf("origins: %v", origins)
+	}
+	if data, _ := os.ReadFile(origins[0]); !strings.Contains(string(data), "ostree-image-signed:docker://"+reg.Ref("os/host:stable")) {
+		t.Errorf("the origin does not record a signed image:\n%s", data)
+	}
+
+	// The tag moves to an unsigned image: upgrade refuses it, and so does
+	// a switch to another unsigned one; nothing is staged or added.
+	reg.Push(t, osImg("2-unsigned", bound), "os/host:stable", "gzip")
+	before := h.storeState()
+	res := h.run(append([]string{"upgrade"}, flags...)...)
+	if res.code == 0 || !strings.Contains(res.stderr, reg.Ref("os/host:stable")) {
+		t.Errorf("upgrade to an unsigned image: want a refusal naming it\n%s", res)
+	}
+	res = h.run(append([]string{"switch", reg.Ref("os/host:unsigned")}, flags...)...)
+	if res.code == 0 || !strings.Contains(res.stderr, reg.Ref("os/host:unsigned")) {
+		t.Errorf("switch to an unsigned image: want a refusal naming it\n%s", res)
+	}
+	if h.status().Status.Staged != nil {
+		t.Errorf("a refused upgrade or switch staged a deployment")
+	}
+	h.assertNothingLeft("refused upgrade and switch", before)
+
+	reg.PushSigned(t, osImg("2", bound), "os/host:stable", "gzip", key)
+	h.ok(append([]string{"upgrade", "--quiet"}, flags...)...)
+	if v := versionOf(h.status(), "staged"); v != "2" {
+		t.Errorf("upgrade to a signed image: staged %q, want 2", v)
+	}
+}
+
+// bootedSignature is status's booted image signature field.
+func bootedSignature(t *testing.T, h *host) string {
+	t.Helper()
+	var doc struct {
+		Status struct {
+			Booted *struct {
+				Image struct {
+					Image struct{ Signature string }
+				}
+			}
+		}
+	}
+	if err := json.Unmarshal([]byte(h.ok("status", "--format", "json").stdout), &doc); err != nil || doc.Status.Booted == nil {
+		t.Fatalf("status: %v %+v", err, doc)
+	}
+	return doc.Status.Booted.Image.Image.Signature
+}
