@@ -137,9 +137,18 @@ func storeOptions(graphRoot, runRoot, driver string) types.StoreOptions {
 		// files, are empty: the boot test's power cut while an upgrade
 		// was deploying left a store whose image no longer mounted
 		// ("can't stat lower layer .../overlay/diff").
-		GraphDriverOptions: []string{driver + ".sync=filesystem"},
+		// (containers/storage v1.64.2's vfs driver refuses its own
+		// "vfs.sync" spelling, so vfs stores go without.)
+		GraphDriverOptions: syncOptions(driver),
 		PullOptions:        partialPullOptions(),
 	}
+}
+
+func syncOptions(driver string) []string {
+	if driver != DriverOverlay {
+		return nil
+	}
+	return []string{"overlay.sync=filesystem"}
 }
 
 // create makes a new store in a temporary sibling of GraphRoot and renames
