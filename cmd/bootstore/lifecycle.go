@@ -239,6 +239,10 @@ func newInternalsCommand(g *globalOptions) *cobra.Command {
 				fmt.Fprintf(cmd.OutOrStdout(), "Nothing to finalize: %s\n", res.Skipped)
 				return nil
 			}
+			if res.Resumed {
+				fmt.Fprintf(cmd.OutOrStdout(), "Finalized %s: an interrupted finalization had already made it the default; removed its staged record\n", res.Deployment.Name())
+				return nil
+			}
 			fmt.Fprintf(cmd.OutOrStdout(), "Finalized %s; /etc: %d kept from the admin, %d new defaults taken, %d added, %d deleted\n",
 				res.Deployment.Name(), res.Etc.AdminKept, res.Etc.DefaultsTaken, res.Etc.Added, res.Etc.Deleted)
 			return nil

@@ -18,6 +18,9 @@ type Finalized struct {
 	Skipped    string
 	Deployment sysroot.Deployment
 	Etc        etcmerge.Stats
+	// Resumed: an interrupted finalization had already made the staged
+	// deployment the default; only its staged record was left to remove.
+	Resumed bool
 }
 
 // FinalizeStaged makes the staged deployment the default boot entry, as at
@@ -46,6 +49,13 @@ func FinalizeStaged(ctx context.Context, sr *sysroot.Sysroot) (*Finalized, error
 	}
 	staged := *state.Staged
 	res := &Finalized{Deployment: staged}
+	if len(state.Deployments) > 0 && state.Deployments[0].Stateroot == staged.Stateroot && state.Deployments[0].Name() == staged.Name() {
+		// A finalization was interrupted after the boot entries were
+		// swapped (the last step but the staged record's removal): the
+		// /etc merge is done and must not run again, against itself.
+		res.Resumed = true
+		return res, sr.ClearStaged()
+	}
 	entries := []bls.Entry{*state.StagedEntry}
 	if booted := state.BootedDeployment(); booted != nil {
 		res.Etc, err = mergeEtc(ctx, sr, *booted, staged)
