@@ -35,12 +35,12 @@ func (r *Registry) Push(t testing.TB, img Image, repoTag, compression string) di
 // like Push; use it to push one written layout several times (e.g. big benchmark images).
 func (r *Registry) PushOCI(t testing.TB, dir, tag, repoTag, compressionName string) digest.Digest {
 	t.Helper()
-	return r.pushOCI(t, dir, tag, r.DirectRef(repoTag), compressionName, nil)
+	return pushOCI(t, dir, tag, r.DirectRef(repoTag), compressionName, nil)
 }
 
 // pushOCI copies dir:tag to the registry reference dest; more, when set,
 // adjusts the copy (signers, registries.d).
-func (r *Registry) pushOCI(t testing.TB, dir, tag, dest, compressionName string, more func(*copy.Options, *types.SystemContext)) digest.Digest {
+func pushOCI(t testing.TB, dir, tag, dest, compressionName string, more func(*copy.Options, *types.SystemContext)) digest.Digest {
 	t.Helper()
 	repoTag := dest
 	algo, err := compression.AlgorithmByName(compressionName)

@@ -1,7 +1,6 @@
 package harness
 
 import (
-	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -24,10 +23,6 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"go.podman.io/image/v5/copy"
-	"go.podman.io/image/v5/docker"
-	"go.podman.io/image/v5/oci/layout"
-	"go.podman.io/image/v5/pkg/compression"
-	"go.podman.io/image/v5/signature"
 	"go.podman.io/image/v5/types"
 )
 
@@ -151,40 +146,11 @@ func (r *SecureRegistry) Push(t testing.TB, img Image, repoTag, compressionName 
 	if err := img.WriteOCILayout(dir, "latest"); err != nil {
 		t.Fatalf("push %s: write OCI layout: %v", repoTag, err)
 	}
-	algo, err := compression.AlgorithmByName(compressionName)
-	if err != nil {
-		t.Fatalf("push %s: %v", repoTag, err)
-	}
-	src, err := layout.NewReference(dir, "latest")
-	if err != nil {
-		t.Fatalf("push %s: %v", repoTag, err)
-	}
-	dst, err := docker.ParseReference("//" + r.Ref(repoTag))
-	if err != nil {
-		t.Fatalf("push %s: %v", repoTag, err)
-	}
-	pc, err := signature.NewPolicyContext(&signature.Policy{
-		Default: signature.PolicyRequirements{signature.NewPRInsecureAcceptAnything()}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = pc.Destroy() }()
-	tmp := t.TempDir()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	_, err = copy.Image(ctx, pc, dst, src, &copy.Options{
-		SourceCtx: &types.SystemContext{BlobInfoCacheDir: tmp},
-		DestinationCtx: &types.SystemContext{
-			DockerCertPath:    r.CertDir,
-			DockerAuthConfig:  &types.DockerAuthConfig{Username: r.User, Password: r.Pass},
-			BlobInfoCacheDir:  tmp,
-			CompressionFormat: &algo,
-		},
-		ForceCompressionFormat: true,
+	pushOCI(t, dir, "latest", r.Ref(repoTag), compressionName, func(_ *copy.Options, sys *types.SystemContext) {
+		sys.DockerInsecureSkipTLSVerify = types.OptionalBoolFalse
+		sys.DockerCertPath = r.CertDir
+		sys.DockerAuthConfig = &types.DockerAuthConfig{Username: r.User, Password: r.Pass}
 	})
-	if err != nil {
-		t.Fatalf("push %s to the secure registry: %v", repoTag, err)
-	}
 }
 
 // writeTestPKI writes a CA (certDir/ca.crt) and a server certificate for

@@ -66,7 +66,7 @@ func (r *Registry) PushSigned(t testing.TB, img Image, repoTag, compressionName 
 	}
 	defer s.Close()
 	regD := r.SigstoreRegistriesD(t)
-	return r.pushOCI(t, dir, "latest", r.Ref(repoTag), compressionName, func(o *copy.Options, sys *types.SystemContext) {
+	return pushOCI(t, dir, "latest", r.Ref(repoTag), compressionName, func(o *copy.Options, sys *types.SystemContext) {
 		o.Signers = []*signer.Signer{s}
 		sys.RegistriesDirPath = regD
 	})
