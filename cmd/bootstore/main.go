@@ -41,6 +41,9 @@ func main() {
 	root := newRootCommand()
 	if err := root.ExecuteContext(ctx); err != nil {
 		fmt.Fprintf(os.Stderr, "Error: %v\n", err)
+		if errors.Is(err, syscall.EROFS) {
+			fmt.Fprintln(os.Stderr, "The file system above is mounted read-only, and this command writes to it (opening the store takes its lock): remount it read-write (mount -o remount,rw MOUNTPOINT) and run the command again. status answers on a read-only sysroot.")
+		}
 		os.Exit(exitCode(err))
 	}
 }

@@ -46,6 +46,9 @@ entry when --sysroot names another root. status never takes the lock.`,
 			if err := write(cmd, h); err != nil {
 				return err
 			}
+			for _, w := range st.Warnings {
+				fmt.Fprintln(cmd.ErrOrStderr(), "warning:", w)
+			}
 			if len(damage) > 0 {
 				return fmt.Errorf("the host's state is damaged; status above leaves out what could not be read: %w", errors.Join(damage...))
 			}

@@ -62,12 +62,14 @@ func ReadKargsD(deployRoot, goarch string) ([]string, error) {
 	sort.Strings(names)
 	var out []string
 	for _, name := range names {
-		display := path.Join(deployRoot, KargsDir, name)
+		display := "/" + path.Join(KargsDir, name) // as the image names it; callers say which tree
 		p, err := securejoin.SecureJoin(deployRoot, path.Join(KargsDir, name))
 		if err != nil {
 			return nil, fmt.Errorf("kargs.d file %s: %w", display, err)
 		}
-		if fi, err := os.Stat(p); err != nil {
+		if fi, err := os.Stat(p); errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("kargs.d file %s: a symlink to nothing inside the image", display)
+		} else if err != nil {
 			return nil, fmt.Errorf("kargs.d file %s: %w", display, err)
 		} else if fi.IsDir() {
 			continue

@@ -36,7 +36,7 @@ const tmpPrefix = ".tmp-"
 // picks the highest version, compared like rpm compares versions (runs of
 // digits numerically, runs of letters as strings, separators ignored, so
 // 6.1.0-18-amd64 is newer than 6.1.0-9-amd64). No kernel is an error that
-// wraps ErrNoKernel and names the directory searched.
+// wraps ErrNoKernel and names the path searched, as the image names it.
 func FindKernel(deployRoot string) (kver, modulesDir string, err error) {
 	modules := filepath.Join(deployRoot, "usr", "lib", "modules")
 	des, err := os.ReadDir(modules)
@@ -57,7 +57,7 @@ func FindKernel(deployRoot string) (kver, modulesDir string, err error) {
 		}
 	}
 	if kver == "" {
-		return "", "", fmt.Errorf("%w: no usr/lib/modules/*/vmlinuz in %s", ErrNoKernel, deployRoot)
+		return "", "", fmt.Errorf("%w: no /usr/lib/modules/*/vmlinuz (a regular file inside the image)", ErrNoKernel)
 	}
 	return kver, filepath.Join(modules, kver), nil
 }

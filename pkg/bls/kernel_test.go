@@ -126,7 +126,7 @@ func TestInstallKernelAbsoluteSymlinkStaysInTree(t *testing.T) {
 
 func TestFindKernel(t *testing.T) {
 	tree := t.TempDir()
-	if _, _, err := FindKernel(tree); !errors.Is(err, ErrNoKernel) || !strings.Contains(err.Error(), tree) {
+	if _, _, err := FindKernel(tree); !errors.Is(err, ErrNoKernel) || !strings.Contains(err.Error(), "/usr/lib/modules/*/vmlinuz") {
 		t.Fatalf("no modules dir: %v", err)
 	}
 	os.MkdirAll(filepath.Join(tree, "usr/lib/modules/6.1.0-9-amd64"), 0o755) // modules only, no vmlinuz

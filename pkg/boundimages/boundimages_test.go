@@ -391,7 +391,7 @@ func TestDiscoverInvalid(t *testing.T) {
 			files: map[string]string{qdir + "/app.image": imageUnit("oci-archive:/tmp/app.tar")},
 			links: map[string]string{bid + "/app.image": "/" + qdir + "/app.image"},
 		},
-		wantIn: []string{"/" + qdir + "/app.image", "oci-archive:/tmp/app.tar"},
+		wantIn: []string{"/" + qdir + "/app.image", "oci-archive:/tmp/app.tar", "transport oci-archive: is not a registry"},
 	}, {
 		name: "continuation inside the reference",
 		tree: tree{

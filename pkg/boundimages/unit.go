@@ -2,6 +2,7 @@ package boundimages
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 
@@ -66,11 +67,22 @@ func specValue(raw string) (string, error) {
 	return b.String(), nil
 }
 
+// otherTransports are containers/image's transports other than docker,
+// named so that their references are refused as such rather than as a
+// malformed registry reference (podman's quadlets pull from registries).
+var otherTransports = map[string]bool{
+	"oci": true, "oci-archive": true, "dir": true, "docker-archive": true, "docker-daemon": true,
+	"containers-storage": true, "ostree": true, "sif": true, "tarball": true,
+}
+
 // normalize parses an Image= value as a docker reference and returns it
 // fully qualified: a "docker://" transport prefix is dropped, short names
 // get "docker.io/" (and "library/"), a bare name gets ":latest", and a
 // reference with both a tag and a digest keeps only the digest.
 func normalize(image string) (string, error) {
+	if name, _, ok := strings.Cut(image, ":"); ok && otherTransports[name] {
+		return "", fmt.Errorf("transport %s: is not a registry; a bound image is pulled from a registry (docker://)", name)
+	}
 	ref, err := reference.ParseDockerRef(strings.TrimPrefix(image, "docker://"))
 	if err != nil {
 		return "", err

@@ -17,6 +17,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -35,6 +36,27 @@ import (
 
 // ErrNoUsr is returned for an image that has no /usr to boot.
 var ErrNoUsr = errors.New("image has no /usr")
+
+// usrIsDirectory refuses a tree whose /usr is missing or not a directory.
+// A symlink is named as such: ostree-prepare-root mounts the deployment's
+// /usr read-only, which a link pointing elsewhere (even outside the image)
+// would defeat.
+func usrIsDirectory(tree string) error {
+	p := filepath.Join(tree, "usr")
+	fi, err := os.Lstat(p)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return ErrNoUsr
+	case err != nil:
+		return fmt.Errorf("checking /usr: %w", err)
+	case fi.Mode()&fs.ModeSymlink != 0:
+		target, _ := os.Readlink(p)
+		return fmt.Errorf("%w: /usr is a symlink (to %q), not a directory", ErrNoUsr, target)
+	case !fi.IsDir():
+		return fmt.Errorf("%w: /usr is a %s, not a directory", ErrNoUsr, fi.Mode().Type())
+	}
+	return nil
+}
 
 // ErrBadTree is returned for an image whose tree bootstore refuses to deploy.
 var ErrBadTree = errors.New("image cannot be deployed")
@@ -124,8 +146,8 @@ func (c deployCloner) Clone(src, dst string, shared bool) error {
 // finishDeployment fixes up the staged tree, installs its kernel, writes the
 // origin and renames the tree into place.
 func finishDeployment(ctx context.Context, sr *sysroot.Sysroot, staging string, d sysroot.Deployment, opts DeployOptions) (*Deployed, error) {
-	if fi, err := os.Lstat(filepath.Join(staging, "usr")); err != nil || !fi.IsDir() {
-		return nil, ErrNoUsr
+	if err := usrIsDirectory(staging); err != nil {
+		return nil, err
 	}
 	if err := etcDefaults(ctx, staging); err != nil {
 		return nil, err

@@ -260,7 +260,7 @@ func userKargs(sr *sysroot.Sysroot, st *store.Store, d *sysroot.Deployment) ([]s
 	fromImage, err := bls.ReadKargsD(tree, "")
 	release()
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("deployment %s: %w", d.Name(), err)
 	}
 	kargs := slices.Clone(d.Origin.Kargs)
 	for _, k := range fromImage {

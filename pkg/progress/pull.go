@@ -146,8 +146,14 @@ func (l *pullLayer) finish() {
 	l.cached = l.total() - l.fetched
 }
 
-// skip marks the layer as one the store already had.
+// skip marks the layer as one the store already had. Bytes already read
+// for it were still fetched: such a layer is finished instead, with the
+// rest counted as cached, so that the bytes reported never go down.
 func (l *pullLayer) skip() {
+	if l.fetched > 0 {
+		l.finish()
+		return
+	}
 	l.state = layerSkipped
 	l.cached = l.total()
 }

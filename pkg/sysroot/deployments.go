@@ -157,6 +157,9 @@ type State struct {
 	// CachedUpdate is what `upgrade --check` last found newer than the
 	// booted image (image fields only), or nil.
 	CachedUpdate *Origin
+	// Warnings are what LoadReadable noticed that is not damage to a
+	// record but that the user must hear (deployments with no boot entry).
+	Warnings []string
 }
 
 // stagedRecord is the staged.json file.
@@ -164,6 +167,28 @@ type stagedRecord struct {
 	Deployment   Deployment `json:"deployment"`
 	Entry        bls.Entry  `json:"entry"`
 	DownloadOnly bool       `json:"downloadOnly"`
+}
+
+// ErrNoBootEntries is returned, wrapped, when the sysroot holds deployments
+// but no boot entry names any: /boot is not mounted, or an install was
+// cut short. Commands that change the host refuse it, since every
+// deployment would look unused (gc would remove them all).
+var ErrNoBootEntries = errors.New("no boot entries")
+
+// countDeployments counts the deployment trees of every stateroot, not
+// their origins nor staging trees.
+func (s *Sysroot) countDeployments() int {
+	n := 0
+	roots, _ := os.ReadDir(s.Path("ostree", "deploy"))
+	for _, r := range roots {
+		entries, _ := os.ReadDir(s.DeployDir(r.Name()))
+		for _, e := range entries {
+			if e.IsDir() && !strings.HasPrefix(e.Name(), ".") {
+				n++
+			}
+		}
+	}
+	return n
 }
 
 // BootedDeployment returns the booted deployment or nil.
@@ -239,6 +264,16 @@ func (s *Sysroot) load(lenient bool) (*State, []error, error) {
 		}
 		st.Deployments = append(st.Deployments, d)
 		st.Entries = append(st.Entries, e)
+	}
+	if len(entries) == 0 {
+		if n := s.countDeployments(); n > 0 {
+			err := fmt.Errorf("%w in %s, but %s holds %d deployment(s): is /boot mounted? (an interrupted install leaves this too: run the install again)",
+				ErrNoBootEntries, s.Path("boot", "loader"), s.Path("ostree", "deploy"), n)
+			if !lenient {
+				return nil, nil, err
+			}
+			st.Warnings = append(st.Warnings, err.Error())
+		}
 	}
 	bootedArg, err := s.bootedArg(st)
 	if err != nil {
