@@ -57,6 +57,14 @@ their digests, so that a changed store file is refused when read.`,
 			return runInstall(cmd, g, o, args[0])
 		},
 	}
+	o.addFlags(cmd)
+	cmd.Flags().StringVar(&o.replace, "replace", "", "wipe: erase a non-empty ROOT first")
+	cmd.MarkFlagRequired("source-imgref")
+	return cmd
+}
+
+// addFlags adds the flags install to-filesystem and to-disk share.
+func (o *installOptions) addFlags(cmd *cobra.Command) {
 	f := cmd.Flags()
 	addRegistryFlags(cmd, &o.registry)
 	addOutputFlags(cmd, &o.output)
@@ -64,49 +72,44 @@ their digests, so that a changed store file is refused when read.`,
 	f.StringVar(&o.stateroot, "stateroot", "default", "name of the stateroot (persistent /var and /etc)")
 	f.StringArrayVar(&o.kargs, "karg", nil, "kernel argument (repeatable)")
 	f.StringVar(&o.boundImages, "bound-images", "pull", "pull the image's logically bound images: pull|skip")
-	f.StringVar(&o.replace, "replace", "", "wipe: erase a non-empty ROOT first")
 	f.StringVar(&o.source, "source-imgref", "", "the OS image (any containers/image transport; a bare name means docker://)")
 	f.StringVar(&o.copyMode, "copy-mode", "auto", "how deployment files are taken from the store: auto|reflink|hardlink|copy")
 	f.BoolVar(&o.allowNonBootable, "allow-non-bootable", false, "install an image without the bootable label")
 	f.BoolVar(&o.composefs, "composefs", false, "deploy as a composefs image over the unified store's files (needs --experimental-unified-storage)")
 	f.BoolVar(&o.verity, "verity", false, "with --composefs: enable fs-verity on the store's files and require it when mounting")
 	cmd.MarkFlagRequired("source-imgref")
-	return cmd
 }
 
-func runInstall(cmd *cobra.Command, g *globalOptions, o *installOptions, root string) error {
+// hostOptions checks the shared flags and turns them into host.Install's
+// options; done closes the progress sink.
+func (o *installOptions) hostOptions(cmd *cobra.Command) (opts host.InstallOptions, done func() error, err error) {
 	if o.boundImages != "pull" && o.boundImages != "skip" {
-		return usageError{fmt.Errorf("--bound-images must be pull or skip, not %q", o.boundImages)}
-	}
-	if o.replace != "" && o.replace != "wipe" {
-		return usageError{fmt.Errorf("--replace must be wipe, not %q", o.replace)}
+		return opts, nil, usageError{fmt.Errorf("--bound-images must be pull or skip, not %q", o.boundImages)}
 	}
 	if o.composefs && !o.unified {
-		return usageError{fmt.Errorf("--composefs needs --experimental-unified-storage")}
+		return opts, nil, usageError{fmt.Errorf("--composefs needs --experimental-unified-storage")}
 	}
 	if o.verity && !o.composefs {
-		return usageError{fmt.Errorf("--verity needs --composefs")}
+		return opts, nil, usageError{fmt.Errorf("--verity needs --composefs")}
 	}
 	mode, err := fsclone.ParseMode(o.copyMode)
 	if err != nil {
-		return usageError{fmt.Errorf("--copy-mode: %w", err)}
+		return opts, nil, usageError{fmt.Errorf("--copy-mode: %w", err)}
 	}
 	ref, err := store.ParseReference(o.source)
 	if err != nil {
-		return usageError{err}
+		return opts, nil, usageError{err}
 	}
 	bars, sink, closeSink, err := o.output.reporters()
 	if err != nil {
-		return err
+		return opts, nil, err
 	}
-	defer closeSink()
-	res, err := host.Install(cmd.Context(), root, host.InstallOptions{
+	return host.InstallOptions{
 		Source:          ref,
 		Unified:         o.unified,
 		Stateroot:       o.stateroot,
 		Kargs:           o.kargs,
 		SkipBoundImages: o.boundImages == "skip",
-		Wipe:            o.replace == "wipe",
 		CopyMode:        mode,
 		Composefs:       o.composefs,
 		Verity:          o.verity,
@@ -117,7 +120,20 @@ func runInstall(cmd *cobra.Command, g *globalOptions, o *installOptions, root st
 			Progress:        sink,
 		},
 		Warn: os.Stderr,
-	})
+	}, closeSink, nil
+}
+
+func runInstall(cmd *cobra.Command, g *globalOptions, o *installOptions, root string) error {
+	if o.replace != "" && o.replace != "wipe" {
+		return usageError{fmt.Errorf("--replace must be wipe, not %q", o.replace)}
+	}
+	opts, done, err := o.hostOptions(cmd)
+	if err != nil {
+		return err
+	}
+	defer done()
+	opts.Wipe = o.replace == "wipe"
+	res, err := host.Install(cmd.Context(), root, opts)
 	if err != nil {
 		return err
 	}

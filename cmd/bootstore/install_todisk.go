@@ -3,13 +3,10 @@ package main
 import (
 	"errors"
 	"fmt"
-	"os"
 
 	"github.com/spf13/cobra"
 
-	"github.com/bootstore/bootstore/pkg/fsclone"
 	"github.com/bootstore/bootstore/pkg/host"
-	"github.com/bootstore/bootstore/pkg/store"
 )
 
 type installToDiskOptions struct {
@@ -36,64 +33,30 @@ every change of the boot order.`,
 			return runInstallToDisk(cmd, o, args[0])
 		},
 	}
+	o.addFlags(cmd)
 	f := cmd.Flags()
-	addRegistryFlags(cmd, &o.registry)
-	addOutputFlags(cmd, &o.output)
-	f.BoolVar(&o.unified, "experimental-unified-storage", false, "keep the OS image in the unified store and deploy from its layers")
-	f.StringVar(&o.stateroot, "stateroot", "default", "name of the stateroot (persistent /var and /etc)")
-	f.StringArrayVar(&o.kargs, "karg", nil, "kernel argument (repeatable)")
-	f.StringVar(&o.boundImages, "bound-images", "pull", "pull the image's logically bound images: pull|skip")
-	f.StringVar(&o.source, "source-imgref", "", "the OS image (any containers/image transport; a bare name means docker://)")
-	f.StringVar(&o.copyMode, "copy-mode", "auto", "how deployment files are taken from the store: auto|reflink|hardlink|copy")
-	f.BoolVar(&o.allowNonBootable, "allow-non-bootable", false, "install an image without the bootable label")
 	f.BoolVar(&o.wipe, "wipe", false, "erase a DEVICE that has a partition table")
 	f.BoolVar(&o.viaLoopback, "via-loopback", false, "the target is an image file")
 	f.StringVar(&o.filesystem, "filesystem", "xfs", "file system of the root partition: xfs|ext4|btrfs")
-	cmd.MarkFlagRequired("source-imgref")
 	return cmd
 }
 
 func runInstallToDisk(cmd *cobra.Command, o *installToDiskOptions, target string) error {
-	if o.boundImages != "pull" && o.boundImages != "skip" {
-		return usageError{fmt.Errorf("--bound-images must be pull or skip, not %q", o.boundImages)}
-	}
 	switch o.filesystem {
 	case "xfs", "ext4", "btrfs":
 	default:
 		return usageError{fmt.Errorf("--filesystem must be xfs, ext4 or btrfs, not %q", o.filesystem)}
 	}
-	mode, err := fsclone.ParseMode(o.copyMode)
-	if err != nil {
-		return usageError{fmt.Errorf("--copy-mode: %w", err)}
-	}
-	ref, err := store.ParseReference(o.source)
-	if err != nil {
-		return usageError{err}
-	}
-	bars, sink, closeSink, err := o.output.reporters()
+	opts, done, err := o.hostOptions(cmd)
 	if err != nil {
 		return err
 	}
-	defer closeSink()
+	defer done()
+	opts.Wipe = o.wipe
 	res, err := host.InstallToDisk(cmd.Context(), target, host.ToDiskOptions{
-		InstallOptions: host.InstallOptions{
-			Source:          ref,
-			Unified:         o.unified,
-			Stateroot:       o.stateroot,
-			Kargs:           o.kargs,
-			SkipBoundImages: o.boundImages == "skip",
-			Wipe:            o.wipe,
-			CopyMode:        mode,
-			Pull: store.PullOptions{
-				System:          o.registry.systemContext(cmd),
-				RequireBootable: !o.allowNonBootable,
-				ReportWriter:    bars,
-				Progress:        sink,
-			},
-			Warn: os.Stderr,
-		},
-		Filesystem:  o.filesystem,
-		ViaLoopback: o.viaLoopback,
+		InstallOptions: opts,
+		Filesystem:     o.filesystem,
+		ViaLoopback:    o.viaLoopback,
 	})
 	if errors.Is(err, host.ErrNeedsLoopback) {
 		return usageError{err}

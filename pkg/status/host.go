@@ -137,6 +137,12 @@ type Extension struct {
 	BoundImages []string `json:"boundImages" yaml:"boundImages"`
 	// Deployment is the deployment's <id>.<serial> name.
 	Deployment string `json:"deployment" yaml:"deployment"`
+	// Composefs is the digest of a composefs deployment's EROFS image;
+	// omitted for a tree deployment.
+	Composefs string `json:"composefs,omitempty" yaml:"composefs,omitempty"`
+	// ComposefsVerity says the deployment is mounted with fs-verity
+	// required of the store's files.
+	ComposefsVerity bool `json:"composefsVerity,omitempty" yaml:"composefsVerity,omitempty"`
 }
 
 // BootEntry is one deployment.
@@ -302,9 +308,11 @@ func bootEntry(d *sysroot.Deployment) *BootEntry {
 			DeploySerial: d.Serial,
 		},
 		Bootstore: &Extension{
-			Storage:     o.Storage,
-			BoundImages: append([]string{}, o.BoundImages...),
-			Deployment:  d.Name(),
+			Storage:         o.Storage,
+			BoundImages:     append([]string{}, o.BoundImages...),
+			Deployment:      d.Name(),
+			Composefs:       o.Composefs,
+			ComposefsVerity: o.ComposefsVerity,
 		},
 	}
 }

@@ -410,6 +410,22 @@ func TestHumanPinnedAndOverlay(t *testing.T) {
 	}
 }
 
+func TestComposefs(t *testing.T) {
+	d := deployment(1)
+	d.Origin.Composefs, d.Origin.ComposefsVerity = "sha256:"+strings.Repeat("c", 64), true
+	st := &sysroot.State{Deployments: []sysroot.Deployment{d, deployment(0)}, Booted: 0}
+	doc, human := render(t, status.Build(st))
+	booted := get(t, doc, "status", "booted")
+	eq(t, booted, "sha256:"+strings.Repeat("c", 64), "bootstore", "composefs")
+	eq(t, booted, true, "bootstore", "composefsVerity")
+	if _, ok := get(t, doc, "status", "rollback", "bootstore").(map[string]any)["composefs"]; ok {
+		t.Error("a tree deployment has a composefs member")
+	}
+	if line := "     Composefs: sha256:" + strings.Repeat("c", 64) + " (fs-verity required)\n"; !strings.Contains(human, line) {
+		t.Errorf("human output lacks %q:\n%s", line, human)
+	}
+}
+
 func TestDecodeRoundTrip(t *testing.T) {
 	staged := deployment(2)
 	st := &sysroot.State{Deployments: []sysroot.Deployment{deployment(1), deployment(0)}, Booted: 0, Staged: &staged}

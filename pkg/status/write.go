@@ -152,6 +152,13 @@ func humanTail(b *strings.Builder, slot, prefix string, e *BootEntry, hs *HostSt
 	if e.Bootstore != nil && e.Bootstore.Storage != "" {
 		row(b, prefix, "Storage", e.Bootstore.Storage)
 	}
+	if e.Bootstore != nil && e.Bootstore.Composefs != "" {
+		v := e.Bootstore.Composefs
+		if e.Bootstore.ComposefsVerity {
+			v += " (fs-verity required)"
+		}
+		row(b, prefix, "Composefs", v)
+	}
 }
 
 // row writes "name: value", name right-aligned to the header's width.

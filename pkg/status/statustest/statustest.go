@@ -52,7 +52,9 @@ const extensionSchema = `{
       "properties": {
         "storage": {"enum": ["unified", "split"]},
         "boundImages": {"type": "array", "items": {"type": "string"}},
-        "deployment": {"type": "string", "pattern": "^[^/]+\\.[0-9]+$"}
+        "deployment": {"type": "string", "pattern": "^[^/]+\\.[0-9]+$"},
+        "composefs": {"type": "string", "pattern": "^sha256:[0-9a-f]{64}$"},
+        "composefsVerity": {"type": "boolean"}
       }
     }
   }
@@ -71,7 +73,8 @@ func ValidateHost(t testing.TB, data []byte) {
 // (embedded by pkg/bootcschema) and against bootstore's rules: apiVersion
 // org.containers.bootc/v1, kind BootcHost, every member bootc always
 // writes present, and on every boot entry a "bootstore" member
-// {storage?: unified|split, boundImages: [string], deployment: "<id>.<serial>"}.
+// {storage?: unified|split, boundImages: [string], deployment: "<id>.<serial>",
+// composefs?: "sha256:<hex>", composefsVerity?: bool}.
 // Date-time formats are asserted.
 func Validate(data []byte) error {
 	c := jsonschema.NewCompiler()
