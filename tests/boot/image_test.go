@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -31,21 +32,31 @@ const suite = "bookworm"
 
 const mirror = "http://deb.debian.org/debian"
 
+// backports gives the kernel: overlayfs data-only lower layers, which a
+// composefs deployment is mounted with, need Linux 6.5 (bookworm has 6.1).
+const backports = "deb " + mirror + " " + suite + "-backports main"
+
 // packages of the test OS. dracut + ostree-boot give the initramfs with
 // ostree-prepare-root; grub-pc-bin the BIOS GRUB install to-disk uses.
 var packages = []string{
 	"systemd-sysv", "udev", "dbus", "kmod", "util-linux", "mount", "procps",
-	"linux-image-cloud-amd64", "dracut", "ostree-boot", "zstd",
+	"linux-image-cloud-amd64/" + suite + "-backports", "dracut", "ostree-boot", "zstd",
 	"podman", "runc", "conmon", "grub-pc-bin", "e2fsprogs", "xfsprogs",
 	"docker-registry", "ca-certificates",
 }
 
 // setupHook runs before the packages are installed: the kernel's postinst
 // then builds a generic (not host-only) initramfs with ostree's module.
+// bootstore's dracut module (contrib/dracut, its directory given as $2)
+// goes in first, so that the initramfs can mount composefs deployments.
 const setupHook = `set -e
-mkdir -p "$1/etc/dracut.conf.d"
-printf 'hostonly="no"\nadd_dracutmodules+=" ostree "\ncompress="zstd"\n' > "$1/etc/dracut.conf.d/bootstore.conf"
+mkdir -p "$1/etc/dracut.conf.d" "$1/usr/lib/dracut/modules.d"
+cp -r "$2" "$1/usr/lib/dracut/modules.d/50bootstore"
+printf 'hostonly="no"\nadd_dracutmodules+=" ostree bootstore "\ncompress="zstd"\n' > "$1/etc/dracut.conf.d/bootstore.conf"
 `
+
+// dracutModule is the repository's dracut module directory.
+const dracutModule = "../../contrib/dracut/50bootstore"
 
 // customizeHook turns the installed system into a bootc-style image.
 const customizeHook = `set -e
@@ -99,7 +110,13 @@ CONF
 // rootfsKey hashes the inputs of the root file system.
 func rootfsKey() string {
 	h := sha256.New()
-	fmt.Fprintf(h, "v1\n%s\n%s\n%s\n--\n%s\n--\n%s", suite, mirror, strings.Join(packages, ","), setupHook, customizeHook)
+	fmt.Fprintf(h, "v2\n%s\n%s\n%s\n%s\n--\n%s\n--\n%s", suite, mirror, backports, strings.Join(packages, ","), setupHook, customizeHook)
+	files, _ := filepath.Glob(filepath.Join(dracutModule, "*"))
+	sort.Strings(files)
+	for _, f := range files {
+		data, _ := os.ReadFile(f)
+		fmt.Fprintf(h, "\n--%s\n%s", filepath.Base(f), data)
+	}
 	return hex.EncodeToString(h.Sum(nil))[:32]
 }
 
@@ -122,13 +139,17 @@ func debianRootfs(t *testing.T) string {
 	customize := filepath.Join(hooks, "customize.sh")
 	os.WriteFile(setup, []byte(setupHook), 0o755)
 	os.WriteFile(customize, []byte(customizeHook), 0o755)
+	moduleDir, err := filepath.Abs(dracutModule)
+	if err != nil {
+		t.Fatal(err)
+	}
 	start := time.Now()
 	args := []string{"mmdebstrap", "--variant=apt", "--components=main", "--mode=root",
 		"--include=" + strings.Join(packages, ","),
 		"--dpkgopt=path-exclude=/usr/share/doc/*", "--dpkgopt=path-exclude=/usr/share/man/*",
 		"--dpkgopt=path-exclude=/usr/share/locale/*",
-		"--setup-hook=sh " + setup + ` "$1"`, "--customize-hook=sh " + customize + ` "$1"`,
-		suite, tmp, mirror}
+		"--setup-hook=sh " + setup + ` "$1" ` + moduleDir, "--customize-hook=sh " + customize + ` "$1"`,
+		suite, tmp, mirror, backports}
 	if pid := os.Getenv(netnsEnv); pid != "" {
 		// The tests run in a network namespace of their own: download
 		// from the host's.
