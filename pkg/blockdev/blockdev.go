@@ -163,7 +163,9 @@ func Mkfs(ctx context.Context, dev, fstype, label string) (string, error) {
 	case "btrfs":
 		args = []string{"mkfs.btrfs", "-f", "-q", "-L", label, dev}
 	case "vfat":
-		args = []string{"mkfs.vfat", "-n", label, dev}
+		// -I: dev is a loop device over one partition, never a whole disk;
+		// stale partition mappings of a reused loop device must not stop it.
+		args = []string{"mkfs.vfat", "-I", "-n", label, dev}
 	default:
 		return "", fmt.Errorf("unknown file system %q: want xfs, ext4 or btrfs", fstype)
 	}

@@ -141,24 +141,9 @@ http:
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		<-exited
 	}
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		resp, err := http.Get("http://" + r.DirectAddr + "/v2/")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				break
-			}
-		}
-		select {
-		case <-exited:
-			return fmt.Errorf("docker-registry exited early: %s", tail(r.LogFile))
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			stop()
-			return fmt.Errorf("docker-registry not ready on %s: %s", r.DirectAddr, tail(r.LogFile))
-		}
+	if err := waitRegistry(http.DefaultClient, "http://"+r.DirectAddr+"/v2/", http.StatusOK, exited, r.LogFile); err != nil {
+		stop()
+		return err
 	}
 	t.Cleanup(func() {
 		stop()
@@ -271,6 +256,29 @@ func (r *Registry) DirectRef(repoTag string) string { return r.DirectAddr + "/" 
 func (r *Registry) BlobPath(d digest.Digest) string {
 	return filepath.Join(r.StorageDir, "docker", "registry", "v2", "blobs",
 		d.Algorithm().String(), d.Encoded()[:2], d.Encoded(), "data")
+}
+
+// waitRegistry waits up to 15 s until url answers with status, or fails
+// when the registry process exits first (exited closes).
+func waitRegistry(client *http.Client, url string, status int, exited <-chan struct{}, logFile string) error {
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		resp, err := client.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == status {
+				return nil
+			}
+		}
+		select {
+		case <-exited:
+			return fmt.Errorf("docker-registry exited early: %s", tail(logFile))
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("docker-registry not ready on %s (%v): %s", url, err, tail(logFile))
+		}
+	}
 }
 
 // UnreachableAddr returns a 127.0.0.1 host:port where connections are refused: the port is

@@ -102,22 +102,8 @@ http:
 	})
 	// Ready once /v2/ answers over TLS (401: it wants credentials).
 	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: caPool}}}
-	for deadline := time.Now().Add(15 * time.Second); ; {
-		resp, err := client.Get("https://" + r.Addr + "/v2/")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusUnauthorized {
-				break
-			}
-		}
-		select {
-		case <-exited:
-			t.Fatalf("secure docker-registry exited early: %s", tail(r.LogFile))
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("secure docker-registry not ready on %s: %v %s", r.Addr, err, tail(r.LogFile))
-		}
+	if err := waitRegistry(client, "https://"+r.Addr+"/v2/", http.StatusUnauthorized, exited, r.LogFile); err != nil {
+		t.Fatalf("secure registry: %v", err)
 	}
 	return r
 }
