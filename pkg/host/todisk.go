@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -130,20 +132,46 @@ func InstallToDisk(ctx context.Context, target string, opts ToDiskOptions) (*Ins
 	if err := addBootToFstab(deployment, bootUUID); err != nil {
 		return nil, err
 	}
-	if err := bootloader.CopyModules(deployment, bootDir); err != nil {
+	if err := installGrub(ctx, sr, res.Deployed.Deployment, target, bootDir, bootUUID, layout, opts.Warn); err != nil {
 		return nil, err
+	}
+	unix.Sync()
+	return &InstalledDisk{Installed: res, RootUUID: rootUUID, BootUUID: bootUUID}, nil
+}
+
+// installGrub installs GRUB for BIOS from the deployment's own GRUB files,
+// read through its tree (for a composefs deployment: its image, mounted
+// over the store, since the deployment directory holds no /usr).
+func installGrub(ctx context.Context, sr *sysroot.Sysroot, d sysroot.Deployment, target, bootDir, bootUUID string, layout *blockdev.Layout, warn io.Writer) error {
+	tree := sr.DeploymentPath(d)
+	if d.Origin.Composefs != "" {
+		st, err := OpenStore(ctx, sr, warn)
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		t, release, err := DeploymentTree(sr, st, d)
+		if err != nil {
+			return err
+		}
+		defer release()
+		// The tree is /proc/self/fd/N, our descriptor of the detached
+		// mount; grub-mkimage, a child, reaches it through our PID.
+		tree = strings.Replace(t, "/proc/self/", fmt.Sprintf("/proc/%d/", os.Getpid()), 1)
+	}
+	if err := bootloader.CopyModules(tree, bootDir); err != nil {
+		return err
 	}
 	if err := bootloader.InstallBIOS(ctx, bootloader.BIOSOptions{
 		Disk:            target,
 		BIOSBootStart:   layout.BIOSBoot.Start,
 		BIOSBootSectors: layout.BIOSBoot.Length,
 		BootUUID:        bootUUID,
-		Deployment:      deployment,
+		Deployment:      tree,
 	}); err != nil {
-		return nil, fmt.Errorf("installing GRUB: %w", err)
+		return fmt.Errorf("installing GRUB: %w", err)
 	}
-	unix.Sync()
-	return &InstalledDisk{Installed: res, RootUUID: rootUUID, BootUUID: bootUUID}, nil
+	return nil
 }
 
 // addBootToFstab mounts /boot by UUID, as bootc's to-disk does: the
