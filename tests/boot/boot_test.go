@@ -215,12 +215,7 @@ func testLifecycle(t *testing.T, disk, updates string) {
 	checkBooted(t, v, "v1")
 	// A bound image runs from the unified store, with no pull (and no
 	// network to pull from).
-	for _, name := range boundNames {
-		out := v.run("podman run --rm --network none --pull=never "+boundRef(name)+" cat /usr/share/harness-app/"+name, 3*time.Minute)
-		if !strings.Contains(out, "app "+name) {
-			t.Errorf("podman run %s: %q", name, out)
-		}
-	}
+	runBoundImages(t, v)
 
 	// The timer's unit stages v2 and reboots (upgrade --apply); the
 	// shutdown finalizes it.
@@ -250,6 +245,18 @@ func testLifecycle(t *testing.T, disk, updates string) {
 	}
 	if n := strings.Count(v.run("ls /ostree/deploy/default/deploy", time.Minute), ".origin"); n != 2 {
 		t.Errorf("%d deployments after gc, want 2", n)
+	}
+}
+
+// runBoundImages runs every bound image with podman from the unified
+// store, with no pull (and no network to pull from).
+func runBoundImages(t *testing.T, v *vm) {
+	t.Helper()
+	for _, name := range boundNames {
+		out := v.run("podman run --rm --network none --pull=never "+boundRef(name)+" cat /usr/share/harness-app/"+name, 3*time.Minute)
+		if !strings.Contains(out, "app "+name) {
+			t.Errorf("podman run %s: %q", name, out)
+		}
 	}
 }
 

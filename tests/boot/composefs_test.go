@@ -17,12 +17,7 @@ func testComposefs(t *testing.T, disk, updates string) {
 	t.Logf("FIGURE composefs first boot: QEMU start to multi-user (no failed units): %s", took.Round(100*time.Millisecond))
 	checkBooted(t, v, "v1")
 	checkComposefsRoot(t, v)
-	for _, name := range boundNames {
-		out := v.run("podman run --rm --network none --pull=never "+boundRef(name)+" cat /usr/share/harness-app/"+name, 3*time.Minute)
-		if !strings.Contains(out, "app "+name) {
-			t.Errorf("podman run %s: %q", name, out)
-		}
-	}
+	runBoundImages(t, v)
 	v.run("echo kept > /etc/bootstore-test-admin.conf", time.Minute)
 	v.upgradeAndReboot(t)
 	checkBooted(t, v, "v2")
