@@ -25,12 +25,24 @@ func boundRef(name string) string { return guestRegistry + "/bootstore-test/" + 
 const osRef = guestRegistry + "/bootstore-test/os:latest"
 
 // testShell runs a shell on the second serial port for the test to drive:
-// raw mode, no echo, one command line at a time.
+// raw mode, no echo, one command per line, framed as "BSCMD <base64>".
+// Lines the test typed while the previous boot went down are still queued
+// in QEMU's socket and arrive at this boot, the first of them cut by the
+// reset: the shell drains what arrives before a second of silence, and runs
+// only whole frames, so a fragment can never run, or leave bash inside an
+// open quote for the lines after it.
 const testShell = `#!/bin/bash
 stty -F /dev/ttyS1 115200 raw -echo
 exec </dev/ttyS1 >/dev/ttyS1 2>&1
+while IFS= read -r -t 1 _; do :; done
 while IFS= read -r line; do
-	eval "$line"
+	case $line in
+	"BSCMD "*) ;;
+	*) continue ;;
+	esac
+	if cmd=$(printf '%s' "${line#BSCMD }" | base64 -d 2>/dev/null); then
+		eval "$cmd"
+	fi
 done
 `
 

@@ -2,6 +2,7 @@ package boot
 
 import (
 	"bytes"
+	"encoding/base64"
 	"fmt"
 	"net"
 	"os"
@@ -40,7 +41,11 @@ func startVM(t *testing.T, disks ...string) *vm {
 	}
 	v := &vm{t: t, dir: dir, console: filepath.Join(dir, "console.log"), exited: make(chan struct{})}
 	sock := filepath.Join(dir, "shell.sock")
-	args := []string{"-accel", "tcg", "-m", "2048", "-smp", "2", "-display", "none", "-monitor", "none",
+	// -cx16: QEMU 7.2's TCG (Debian bookworm) corrupts EFLAGS on
+	// "cmpxchg16b %gs:(...)", which Linux 6.12's SLUB runs on every
+	// allocation: the backports kernel double-faults within seconds of
+	// boot. Without CX16 SLUB takes its locked path; 6.1 boots either way.
+	args := []string{"-accel", "tcg", "-cpu", "qemu64,-cx16", "-m", "2048", "-smp", "2", "-display", "none", "-monitor", "none",
 		"-nic", "none", "-serial", "file:" + v.console, "-serial", "unix:" + sock + ",server=on,wait=off"}
 	for i, d := range disks {
 		opt := "file=" + d + ",format=raw,if=virtio,cache=unsafe"
@@ -120,9 +125,11 @@ func (v *vm) waitShell(timeout time.Duration) time.Duration {
 func (v *vm) exec(line string, timeout time.Duration) (string, int, bool) {
 	v.seq++
 	marker := fmt.Sprintf("__BOOTSTORE_TEST_%d_%d__", v.started.UnixNano()%1e6, v.seq)
-	cmd := fmt.Sprintf("{ %s ; } </dev/null 2>&1; echo \"%s:$?\"\n", line, marker)
+	cmd := fmt.Sprintf("{ %s\n} </dev/null 2>&1; echo \"%s:$?\"", line, marker)
+	// The leading newline ends any fragment queued before this frame.
+	frame := "\nBSCMD " + base64.StdEncoding.EncodeToString([]byte(cmd)) + "\n"
 	v.buf.Reset()
-	if _, err := v.conn.Write([]byte(cmd)); err != nil {
+	if _, err := v.conn.Write([]byte(frame)); err != nil {
 		return "", 0, false
 	}
 	re := regexp.MustCompile(regexp.QuoteMeta(marker) + `:([0-9]+)\r?\n`)

@@ -37,13 +37,20 @@ run=/run/bootstore/composefs
 mkdir -p "$run/meta" "$run/upper" "$run/root"
 # Moving mounts needs private propagation (ostree-prepare-root does alike).
 mount --make-rprivate /
+# Nothing else in the initramfs needs these, so udev has not loaded them.
+modprobe -a -q loop erofs overlay || true
 loop=$(losetup --find --show --read-only "$deploy/.bootstore.cfs")
 mount -t erofs -o ro,nodev,nosuid "$loop" "$run/meta"
 mount -t tmpfs -o mode=0755 bootstore-root "$run/upper"
 mkdir -p "$run/upper/upper" "$run/upper/work"
 opts="metacopy=on,redirect_dir=on,lowerdir=$run/meta::$sysroot/ostree/bootc/storage/overlay"
 opts="$opts,upperdir=$run/upper/upper,workdir=$run/upper/work"
-if grep -qs '^composefs-verity=true' "$deploy.origin"; then
+# Read with the shell: the initramfs need not hold grep.
+verity=
+while IFS= read -r line; do
+    case $line in composefs-verity=true) verity=1 ;; esac
+done < "$deploy.origin"
+if [ -n "$verity" ]; then
     opts="$opts,verity=require"
 fi
 mount -t overlay -o "$opts" composefs "$run/root"

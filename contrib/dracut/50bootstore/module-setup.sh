@@ -23,7 +23,7 @@ installkernel() {
 
 install() {
     inst_script "$moddir/bootstore-prepare-root.sh" /usr/lib/bootstore/bootstore-prepare-root
-    inst_multiple losetup mount umount mkdir realpath sed touch
+    inst_multiple losetup modprobe mount umount mkdir realpath touch
     inst_simple "$moddir/ostree-prepare-root-bootstore.conf" \
         "${systemdsystemunitdir}/ostree-prepare-root.service.d/bootstore.conf"
 }
