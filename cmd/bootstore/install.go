@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"os"
 
 	"github.com/docker/go-units"
@@ -141,6 +142,14 @@ func runInstall(cmd *cobra.Command, g *globalOptions, o *installOptions, root st
 	out := cmd.OutOrStdout()
 	o.output.say(out, "Installed %s (%s storage) as deployment %s in stateroot %s\n",
 		res.Host.Ref, d.Deployment.Origin.Storage, d.Deployment.Name(), d.Deployment.Stateroot)
+	o.sayDeployed(out, res)
+	return nil
+}
+
+// sayDeployed reports how the deployment was built and the bound images
+// installed with it.
+func (o *installOptions) sayDeployed(out io.Writer, res *host.Installed) {
+	d := res.Deployed
 	if d.Deployment.Origin.Composefs != "" {
 		o.output.say(out, "Deployed %d files, %s as composefs image %s in %.2fs\n", d.Build.Files, units.HumanSize(float64(d.Build.Bytes)), d.Deployment.Origin.Composefs, d.Duration.Seconds())
 	} else {
@@ -149,5 +158,4 @@ func runInstall(cmd *cobra.Command, g *globalOptions, o *installOptions, root st
 	for _, b := range res.Bound {
 		o.output.say(out, "Bound image: %s %s\n", b.Ref, b.ID)
 	}
-	return nil
 }

@@ -69,8 +69,6 @@ func runInstallToDisk(cmd *cobra.Command, o *installToDiskOptions, target string
 	o.output.say(out, "Installed %s (%s storage) on %s as deployment %s in stateroot %s\n",
 		res.Host.Ref, d.Deployment.Origin.Storage, target, d.Deployment.Name(), d.Deployment.Stateroot)
 	o.output.say(out, "Root file system %s (%s), /boot %s, GRUB for BIOS installed\n", res.RootUUID, o.filesystem, res.BootUUID)
-	for _, b := range res.Bound {
-		o.output.say(out, "Bound image: %s %s\n", b.Ref, b.ID)
-	}
+	o.sayDeployed(out, res.Installed)
 	return nil
 }
