@@ -1,6 +1,8 @@
 package boot
 
 import (
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +19,7 @@ func testComposefs(t *testing.T, disk, updates string) {
 	t.Logf("FIGURE composefs first boot: QEMU start to multi-user (no failed units): %s", took.Round(100*time.Millisecond))
 	checkBooted(t, v, "v1")
 	checkComposefsRoot(t, v)
+	checkVerityInGuest(t, v)
 	runBoundImages(t, v)
 	v.run("echo kept > /etc/bootstore-test-admin.conf", time.Minute)
 	v.upgradeAndReboot(t)
@@ -39,10 +42,11 @@ func testComposefs(t *testing.T, disk, updates string) {
 // holding no OS files, status naming the image's digest.
 func checkComposefsRoot(t *testing.T, v *vm) {
 	t.Helper()
-	if got := strings.Fields(v.run("findmnt -n -o FSTYPE,SOURCE /", time.Minute)); len(got) != 2 || got[0] != "overlay" || got[1] != "composefs" {
+	if got := strings.Fields(v.run("findmnt -n -o FSTYPE,SOURCE / | cat", time.Minute)); len(got) != 2 || got[0] != "overlay" || got[1] != "composefs" {
 		t.Errorf("/ is %v, want the overlay named composefs", got)
 	}
-	opts := v.run("findmnt -n -o OPTIONS /", time.Minute)
+	// Through cat: findmnt cuts its columns to a terminal's width.
+	opts := v.run("findmnt -n -o OPTIONS / | cat", time.Minute)
 	for _, want := range []string{"lowerdir=/run/bootstore/composefs/meta::/sysroot/ostree/bootc/storage/overlay", "metacopy=on", "redirect_dir=on"} {
 		if !strings.Contains(opts, want) {
 			t.Errorf("/ is mounted with %q, lacking %q", strings.TrimSpace(opts), want)
@@ -62,5 +66,62 @@ func checkComposefsRoot(t *testing.T, v *vm) {
 	}
 	if got := strings.Fields(v.run("sha256sum "+deployDir+"/.bootstore.cfs", time.Minute)); len(got) == 0 || "sha256:"+got[0] != digest {
 		t.Errorf("the composefs image's digest is %v, status says %s", got, digest)
+	}
+}
+
+// buildGuestTests compiles the test binaries a guest runs against its own
+// kernel into dir: pkg/composefs's, whose fs-verity test skips on build
+// hosts without CONFIG_FS_VERITY (the guest's 6.12 kernel has it).
+func buildGuestTests(t *testing.T, dir string) {
+	t.Helper()
+	cmd := exec.Command("go", "test", "-c", "-buildvcs=false",
+		"-tags", "containers_image_openpgp,exclude_graphdriver_btrfs",
+		"-o", filepath.Join(dir, "composefs.test"), "github.com/bootstore/bootstore/pkg/composefs")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("building pkg/composefs's tests for the guest: %v\n%s", err, out)
+	}
+}
+
+// checkVerityInGuest proves fs-verity on the guest's kernel. First
+// pkg/composefs's own test, which replaces store files behind a mounted
+// image's back. Then the product path: bootstore install to-filesystem
+// --composefs --verity onto an ext4 file system with fs-verity, the
+// deployment's image mounted with verity=require as bootstore-prepare-root
+// mounts it, a store file replaced: reading it must fail with EIO, while
+// the files left alone read as the booted system's.
+func checkVerityInGuest(t *testing.T, v *vm) {
+	t.Helper()
+	out := v.run("cd /tmp && /var/updates/bootstore-tests/composefs.test -test.run '^TestVerityRefusesAChangedStoreFile$' -test.v -test.count=1", 10*time.Minute)
+	if !strings.Contains(out, "--- PASS: TestVerityRefusesAChangedStoreFile") {
+		t.Fatalf("pkg/composefs's verity test in the guest did not pass:\n%s", out)
+	}
+
+	v.run("truncate -s 4G /var/tmp/verity.img && mkfs.ext4 -q -F -b 4096 -O verity /var/tmp/verity.img && "+
+		"mkdir -p /mnt/verity && mount -o loop /var/tmp/verity.img /mnt/verity", 2*time.Minute)
+	start := time.Now()
+	v.run("bootstore install to-filesystem --experimental-unified-storage --composefs --verity --source-imgref "+osRef+" /mnt/verity", 30*time.Minute)
+	t.Logf("FIGURE in the guest: install to-filesystem --composefs --verity onto ext4 (fs-verity on every store file): %s", time.Since(start).Round(100*time.Millisecond))
+	deploy := "$(ls -d /mnt/verity/ostree/deploy/default/deploy/*.0)"
+	v.run("grep -qx 'composefs-verity=true' "+deploy+".origin", time.Minute)
+	v.run("mkdir -p /run/vt/meta /run/vt/root && loop=$(losetup -f --show -r "+deploy+"/.bootstore.cfs) && "+
+		"mount -t erofs -o ro $loop /run/vt/meta && "+
+		"mount -t overlay -o ro,metacopy=on,redirect_dir=on,verity=require,lowerdir=/run/vt/meta::/mnt/verity/ostree/bootc/storage/overlay composefs /run/vt/root", 2*time.Minute)
+	defer v.exec("umount /run/vt/root /run/vt/meta; losetup -D; umount /mnt/verity; rm -f /var/tmp/verity.img", time.Minute)
+	// bash is not read before it is replaced: overlayfs verifies a data
+	// file once, when it first opens it, and keeps it while cached.
+	for _, f := range []string{"/usr/bin/ls", "/usr/lib/os-release"} {
+		if got, want := v.run("sha256sum </run/vt/root"+f, time.Minute), v.run("sha256sum <"+f, time.Minute); got != want {
+			t.Errorf("%s through the verity mount: %s, the booted system's: %s", f, got, want)
+		}
+	}
+	// The store's bash: one base layer holds it. A copy has no fs-verity
+	// and another digest.
+	v.run(`f=$(ls /mnt/verity/ostree/bootc/storage/overlay/*/diff/usr/bin/bash) && [ $(echo "$f" | wc -l) = 1 ] && `+
+		`cp "$f" "$f.new" && echo tampered >>"$f.new" && mv -f "$f.new" "$f"`, time.Minute)
+	if out, code, _ := v.exec("cat /run/vt/root/usr/bin/bash >/dev/null", time.Minute); code == 0 || !strings.Contains(out, "Input/output error") {
+		t.Errorf("reading /usr/bin/bash after its store file was replaced: exit %d, %q; want an I/O error", code, strings.TrimSpace(out))
+	}
+	if got, want := v.run("sha256sum </run/vt/root/usr/bin/ls", time.Minute), v.run("sha256sum </usr/bin/ls", time.Minute); got != want {
+		t.Errorf("an untouched file no longer reads alike: %s, want %s", got, want)
 	}
 }

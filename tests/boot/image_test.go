@@ -36,56 +36,26 @@ const mirror = "http://deb.debian.org/debian"
 // composefs deployment is mounted with, need Linux 6.5 (bookworm has 6.1).
 const backports = "deb " + mirror + " " + suite + "-backports main"
 
-// packages of the test OS. dracut + ostree-boot give the initramfs with
-// ostree-prepare-root; grub-pc-bin the BIOS GRUB install to-disk uses.
-var packages = []string{
+// osPackages of the test OS. dracut + ostree-boot give the initramfs with
+// ostree-prepare-root; grub-pc-bin the BIOS GRUB install to-disk uses; the
+// kernel comes from bookworm-backports (see backports).
+var osPackages = []string{
 	"systemd-sysv", "udev", "dbus", "kmod", "util-linux", "mount", "procps",
-	"linux-image-cloud-amd64", "dracut", "ostree-boot", "zstd",
+	"linux-image-cloud-amd64/" + suite + "-backports", "dracut", "ostree-boot", "zstd",
 	"podman", "runc", "conmon", "grub-pc-bin", "e2fsprogs", "xfsprogs",
 	"docker-registry", "ca-certificates",
 }
 
-// setupHook runs before the packages are installed: the kernel's postinst
-// then builds a generic (not host-only) initramfs with ostree's module.
-const setupHook = `set -e
-mkdir -p "$1/etc/dracut.conf.d"
-printf 'hostonly="no"\nadd_dracutmodules+=" ostree "\ncompress="zstd"\n' > "$1/etc/dracut.conf.d/bootstore.conf"
-`
-
-// composefsSetupHook also puts bootstore's dracut module (contrib/dracut,
-// its directory given as $2) in first, so that the initramfs can mount
-// composefs deployments.
-const composefsSetupHook = `set -e
+// osSetupHook runs before the packages are installed: it puts bootstore's
+// dracut module (contrib/dracut, its directory given as $2) in, so that the
+// kernel's postinst builds a generic (not host-only) initramfs with
+// ostree's module and bootstore's, which mounts composefs deployments and
+// hands every other deployment to ostree-prepare-root.
+const osSetupHook = `set -e
 mkdir -p "$1/etc/dracut.conf.d" "$1/usr/lib/dracut/modules.d"
 cp -r "$2" "$1/usr/lib/dracut/modules.d/50bootstore"
 printf 'hostonly="no"\nadd_dracutmodules+=" ostree bootstore "\ncompress="zstd"\n' > "$1/etc/dracut.conf.d/bootstore.conf"
 `
-
-// composefsBoot: BOOTSTORE_BOOT_COMPOSEFS=1 builds the test OS with
-// bookworm-backports' kernel and bootstore's dracut module, and boots a
-// composefs host too (on demand until it has passed here).
-func composefsBoot() bool { return os.Getenv("BOOTSTORE_BOOT_COMPOSEFS") == "1" }
-
-// osPackages and osSetupHook are the test OS's packages and setup hook.
-func osPackages() []string {
-	if !composefsBoot() {
-		return packages
-	}
-	out := append([]string(nil), packages...)
-	for i, p := range out {
-		if p == "linux-image-cloud-amd64" {
-			out[i] = p + "/" + suite + "-backports"
-		}
-	}
-	return out
-}
-
-func osSetupHook() string {
-	if composefsBoot() {
-		return composefsSetupHook
-	}
-	return setupHook
-}
 
 // dracutModule is the repository's dracut module directory.
 const dracutModule = "../../contrib/dracut/50bootstore"
@@ -142,11 +112,7 @@ CONF
 // rootfsKey hashes the inputs of the root file system.
 func rootfsKey() string {
 	h := sha256.New()
-	if !composefsBoot() {
-		fmt.Fprintf(h, "v1\n%s\n%s\n%s\n--\n%s\n--\n%s", suite, mirror, strings.Join(packages, ","), setupHook, customizeHook)
-		return hex.EncodeToString(h.Sum(nil))[:32]
-	}
-	fmt.Fprintf(h, "v2\n%s\n%s\n%s\n%s\n--\n%s\n--\n%s", suite, mirror, backports, strings.Join(osPackages(), ","), composefsSetupHook, customizeHook)
+	fmt.Fprintf(h, "v2\n%s\n%s\n%s\n%s\n--\n%s\n--\n%s", suite, mirror, backports, strings.Join(osPackages, ","), osSetupHook, customizeHook)
 	files, _ := filepath.Glob(filepath.Join(dracutModule, "*"))
 	sort.Strings(files)
 	for _, f := range files {
@@ -173,7 +139,7 @@ func debianRootfs(t *testing.T) string {
 	hooks := t.TempDir()
 	setup := filepath.Join(hooks, "setup.sh")
 	customize := filepath.Join(hooks, "customize.sh")
-	os.WriteFile(setup, []byte(osSetupHook()), 0o755)
+	os.WriteFile(setup, []byte(osSetupHook), 0o755)
 	os.WriteFile(customize, []byte(customizeHook), 0o755)
 	moduleDir, err := filepath.Abs(dracutModule)
 	if err != nil {
@@ -181,14 +147,11 @@ func debianRootfs(t *testing.T) string {
 	}
 	start := time.Now()
 	args := []string{"mmdebstrap", "--variant=apt", "--components=main", "--mode=root",
-		"--include=" + strings.Join(osPackages(), ","),
+		"--include=" + strings.Join(osPackages, ","),
 		"--dpkgopt=path-exclude=/usr/share/doc/*", "--dpkgopt=path-exclude=/usr/share/man/*",
 		"--dpkgopt=path-exclude=/usr/share/locale/*",
 		"--setup-hook=sh " + setup + ` "$1" ` + moduleDir, "--customize-hook=sh " + customize + ` "$1"`,
-		suite, tmp, mirror}
-	if composefsBoot() {
-		args = append(args, backports)
-	}
+		suite, tmp, mirror, backports}
 	if pid := os.Getenv(netnsEnv); pid != "" {
 		// The tests run in a network namespace of their own: download
 		// from the host's.
