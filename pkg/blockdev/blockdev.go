@@ -151,15 +151,31 @@ func Detach(p *Partition) error {
 	return nil
 }
 
+// Verity is a file system feature Mkfs can be asked for: fs-verity (ext4
+// needs it at mkfs time, btrfs always has it, xfs has none).
+const Verity = "verity"
+
 // Mkfs makes a file system of the type fstype (xfs, ext4, btrfs, vfat)
-// with the label on dev and returns its UUID.
-func Mkfs(ctx context.Context, dev, fstype, label string) (string, error) {
+// with the label and features on dev and returns its UUID.
+func Mkfs(ctx context.Context, dev, fstype, label string, features ...string) (string, error) {
 	var args []string
+	for _, f := range features {
+		if f != Verity {
+			return "", fmt.Errorf("unknown file system feature %q", f)
+		}
+		if fstype != "ext4" && fstype != "btrfs" {
+			return "", fmt.Errorf("%s has no fs-verity: use ext4 or btrfs", fstype)
+		}
+	}
 	switch fstype {
 	case "xfs":
 		args = []string{"mkfs.xfs", "-f", "-q", "-m", "reflink=1", "-L", label, dev}
 	case "ext4":
-		args = []string{"mkfs.ext4", "-F", "-q", "-L", label, dev}
+		args = []string{"mkfs.ext4", "-F", "-q", "-L", label}
+		for _, f := range features {
+			args = append(args, "-O", f)
+		}
+		args = append(args, dev)
 	case "btrfs":
 		args = []string{"mkfs.btrfs", "-f", "-q", "-L", label, dev}
 	case "vfat":

@@ -60,3 +60,27 @@ func TestMkfsRefusesUnknownFilesystem(t *testing.T) {
 		t.Fatalf("Mkfs zfs: %v", err)
 	}
 }
+
+func TestMkfsVerity(t *testing.T) {
+	if _, err := Mkfs(context.Background(), "/dev/null", "xfs", "root", Verity); err == nil || !strings.Contains(err.Error(), "xfs has no fs-verity") {
+		t.Errorf("Mkfs xfs with verity: %v", err)
+	}
+	for _, c := range []string{"mkfs.ext4", "dumpe2fs", "blkid"} {
+		if _, err := exec.LookPath(c); err != nil {
+			t.Skipf("needs %s (e2fsprogs, util-linux)", c)
+		}
+	}
+	img := filepath.Join(t.TempDir(), "root.img")
+	os.WriteFile(img, nil, 0o644)
+	os.Truncate(img, 64<<20)
+	if _, err := Mkfs(context.Background(), img, "ext4", "root", Verity); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("dumpe2fs", "-h", img).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(out), " verity") {
+		t.Errorf("the ext4 made with Verity lacks the verity feature:\n%s", out)
+	}
+}

@@ -62,6 +62,15 @@ func InstallToDisk(ctx context.Context, target string, opts ToDiskOptions) (*Ins
 	default:
 		return nil, fmt.Errorf("--filesystem %q: want xfs, ext4 or btrfs", opts.Filesystem)
 	}
+	var rootFeatures []string
+	if opts.Verity {
+		// Refused before the disk is touched, rather than when the
+		// install first enables fs-verity on a store file.
+		if opts.Filesystem == "xfs" {
+			return nil, fmt.Errorf("--verity: xfs has no fs-verity: use --filesystem ext4 or btrfs")
+		}
+		rootFeatures = append(rootFeatures, blockdev.Verity)
+	}
 	if !opts.Wipe {
 		if err := blockdev.CheckEmpty(target); errors.Is(err, blockdev.ErrInUse) {
 			return nil, fmt.Errorf("%w: %s has a partition table (use --wipe to erase it)", ErrNotEmpty, target)
@@ -90,7 +99,7 @@ func InstallToDisk(ctx context.Context, target string, opts ToDiskOptions) (*Ins
 	if err != nil {
 		return nil, err
 	}
-	rootUUID, err := blockdev.Mkfs(ctx, layout.Root.Loop, opts.Filesystem, "root")
+	rootUUID, err := blockdev.Mkfs(ctx, layout.Root.Loop, opts.Filesystem, "root", rootFeatures...)
 	if err != nil {
 		return nil, err
 	}

@@ -3,6 +3,7 @@ package e2e
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -223,4 +224,27 @@ func TestComposefsVerityWithoutSupportFailsCleanly(t *testing.T) {
 	}
 	h.expectFailure(2, []string{"--verity needs --composefs"}, h.installArgs(reg.Ref("os:verity"), "--experimental-unified-storage", "--verity")...)
 	h.expectFailure(2, []string{"--composefs needs --experimental-unified-storage"}, h.installArgs(reg.Ref("os:verity"), "--composefs")...)
+
+	// install to-disk refuses --verity on xfs (the default) before it
+	// touches the disk.
+	disk := filepath.Join(t.TempDir(), "disk.img")
+	writeFile(t, disk, "")
+	if err := os.Truncate(disk, 8<<30); err != nil {
+		t.Fatal(err)
+	}
+	h.expectFailure(1, []string{"xfs has no fs-verity", "--filesystem ext4 or btrfs"}, "install", "to-disk", "--via-loopback",
+		"--tls-verify=false", "--signature-policy", h.policy, "--source-imgref", reg.Ref("os:verity"),
+		"--experimental-unified-storage", "--composefs", "--verity", disk)
+	f, err := os.Open(disk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	head := make([]byte, 1<<20) // the protective MBR and the GPT
+	if _, err := io.ReadFull(f, head); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Trim(string(head), "\x00") != "" {
+		t.Errorf("the refused install to-disk wrote to %s", disk)
+	}
 }
