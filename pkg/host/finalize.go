@@ -42,6 +42,11 @@ func FinalizeStaged(ctx context.Context, sr *sysroot.Sysroot) (*Finalized, error
 		return nil, err
 	}
 	switch {
+	case state.StaleStaged != nil:
+		// A finalization was interrupted after the boot entries were
+		// swapped (the last step but the staged record's removal): the
+		// /etc merge is done and must not run again, against itself.
+		return &Finalized{Deployment: *state.StaleStaged, Resumed: true}, sr.ClearStaged()
 	case state.Staged == nil:
 		return &Finalized{Skipped: "no staged deployment"}, nil
 	case state.StagedDownloadOnly:
@@ -49,13 +54,6 @@ func FinalizeStaged(ctx context.Context, sr *sysroot.Sysroot) (*Finalized, error
 	}
 	staged := *state.Staged
 	res := &Finalized{Deployment: staged}
-	if len(state.Deployments) > 0 && state.Deployments[0].Stateroot == staged.Stateroot && state.Deployments[0].Name() == staged.Name() {
-		// A finalization was interrupted after the boot entries were
-		// swapped (the last step but the staged record's removal): the
-		// /etc merge is done and must not run again, against itself.
-		res.Resumed = true
-		return res, sr.ClearStaged()
-	}
 	entries := []bls.Entry{*state.StagedEntry}
 	if booted := state.BootedDeployment(); booted != nil {
 		res.Etc, err = mergeEtc(ctx, sr, *booted, staged)

@@ -152,6 +152,10 @@ type State struct {
 	// StagedDownloadOnly holds the staged deployment back from
 	// finalization until `upgrade --from-downloaded`.
 	StagedDownloadOnly bool
+	// StaleStaged is the deployment a staged record names that already
+	// has a boot entry (a finalization cut short after its swap). Staged
+	// is nil then; finalization removes the record.
+	StaleStaged *Deployment
 	// Entries are the boot entries of Deployments, in the same order.
 	Entries []bls.Entry
 	// CachedUpdate is what `upgrade --check` last found newer than the
@@ -295,6 +299,12 @@ func (s *Sysroot) load(lenient bool) (*State, []error, error) {
 			err = fmt.Errorf("staged deployment: %w", err)
 		}
 		switch {
+		case err == nil && st.hasEntry(rec.Deployment):
+			// Staged deployments get a serial no deployment has had, so
+			// this one's finalization swapped the boot entries and a power
+			// cut lost only the record's removal. Acting on it as staged
+			// would remove a deployment that boots.
+			st.StaleStaged = &rec.Deployment
 		case err == nil:
 			st.Staged, st.StagedEntry, st.StagedDownloadOnly = &rec.Deployment, &rec.Entry, rec.DownloadOnly
 		case lenient:
@@ -341,12 +351,30 @@ func (s *Sysroot) WriteStaged(d Deployment, entry bls.Entry, downloadOnly bool) 
 	return WriteFileAtomic(s.stagedFile(), data, 0o644)
 }
 
-// ClearStaged forgets the staged deployment (its files are the caller's).
+// ClearStaged forgets the staged deployment (its files are the caller's),
+// durably: a removal lost to a power cut brings the record back.
 func (s *Sysroot) ClearStaged() error {
-	if err := os.Remove(s.stagedFile()); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := os.Remove(s.stagedFile()); errors.Is(err, os.ErrNotExist) {
+		return nil
+	} else if err != nil {
 		return err
 	}
-	return nil
+	dir, err := os.Open(filepath.Dir(s.stagedFile()))
+	if err != nil {
+		return err
+	}
+	defer dir.Close()
+	return dir.Sync()
+}
+
+// hasEntry reports whether d is among the deployments with a boot entry.
+func (st *State) hasEntry(d Deployment) bool {
+	for _, e := range st.Deployments {
+		if e.Stateroot == d.Stateroot && e.Name() == d.Name() {
+			return true
+		}
+	}
+	return false
 }
 
 // bootedFile names the deployment that was booted last, for sysroots other

@@ -242,3 +242,50 @@ func TestUpgradeSurvivesSIGKILL(t *testing.T) {
 		t.Errorf("leftovers after the successful upgrade: %v", left)
 	}
 }
+
+// TestStaleStagedRecordAfterPowerCut reproduces what the boot suite's power
+// cut right after a finalization left: the boot entries swapped to v2, but
+// the staged record's removal lost, so the record names the deployment
+// that now boots. Acting on it as staged made rollback remove the booted
+// deployment. It must be ignored, and the next finalization removes it.
+func TestStaleStagedRecordAfterPowerCut(t *testing.T) {
+	h := newHost(t)
+	reg := harness.StartRegistry(t)
+	reg.Push(t, osVersion(t, "1", nil, harness.Layer{etcFile("motd", "v1\n")}), "os:latest", "gzip")
+	h.ok(h.installArgs(reg.Ref("os:latest"), "--experimental-unified-storage")...)
+	reg.Push(t, osVersion(t, "2", nil, harness.Layer{etcFile("motd", "v2\n")}), "os:latest", "gzip")
+	h.ok("upgrade", "--tls-verify=false", "--signature-policy", h.policy)
+	record := filepath.Join(h.root, "ostree/bootc/bootstore/staged.json")
+	saved, err := os.ReadFile(record)
+	if err != nil {
+		t.Fatalf("the upgrade wrote no staged record: %v", err)
+	}
+	h.ok("internals", "finalize-staged")
+	writeFile(t, record, string(saved)) // the removal the power cut lost
+	h.ok("internals", "simulate-reboot")
+
+	st := h.status()
+	if versionOf(st, "booted") != "2" || versionOf(st, "rollback") != "1" || st.Status.Staged != nil {
+		t.Fatalf("with the stale record: booted %s, rollback %s, staged %v", versionOf(st, "booted"), versionOf(st, "rollback"), st.Status.Staged)
+	}
+	v2 := st.Status.Booted.Bootstore.Deployment
+	h.ok("rollback")
+	if _, err := os.Stat(h.deploymentDir(v2) + ".origin"); err != nil {
+		t.Fatalf("rollback removed the booted deployment's origin: %v", err)
+	}
+	if st := h.status(); st.Status.Staged != nil {
+		t.Errorf("after rollback: staged %+v", st.Status.Staged)
+	}
+	// The next finalization (the path unit armed it: the record exists)
+	// removes the stale record and changes nothing else.
+	if out := h.ok("internals", "finalize-staged").stdout; !strings.Contains(out, "interrupted finalization") {
+		t.Errorf("finalize-staged with a stale record said: %s", out)
+	}
+	if _, err := os.Stat(record); !os.IsNotExist(err) {
+		t.Errorf("the stale staged record is still there: %v", err)
+	}
+	h.ok("internals", "simulate-reboot")
+	if st := h.status(); versionOf(st, "booted") != "1" || versionOf(st, "rollback") != "2" {
+		t.Errorf("after the rollback's reboot: booted %s, rollback %s", versionOf(st, "booted"), versionOf(st, "rollback"))
+	}
+}
