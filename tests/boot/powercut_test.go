@@ -3,6 +3,7 @@ package boot
 import (
 	"fmt"
 	"os"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -43,9 +44,24 @@ func testPowerCut(t *testing.T, disk, updates string) {
 	}
 
 	// Finalization: stage without rebooting, then cut the power at
-	// increasing delays after systemd starts stopping the finalize unit.
+	// increasing delays after systemd starts stopping the finalize unit,
+	// and once right after the unit has stopped: the swap of the boot
+	// entries is synced by then, so that boot must come up on v2.
+	stopping := regexp.MustCompile(`Stopping .*Finalize Staged Deployment`)
+	stopped := regexp.MustCompile(`Stopped .*Finalize Staged Deployment`)
+	finalizePoints := []struct {
+		name  string
+		after *regexp.Regexp
+		delay time.Duration
+		want  string
+	}{
+		{"0s into the finalization", stopping, 0, ""},
+		{"0.4s into the finalization", stopping, 400 * time.Millisecond, ""},
+		{"1.5s into the finalization", stopping, 1500 * time.Millisecond, ""},
+		{"right after the finalization (after the swap)", stopped, 0, "v2"},
+	}
 	booted := "v1"
-	for _, delay := range []time.Duration{0, 400 * time.Millisecond, 1500 * time.Millisecond} {
+	for _, p := range finalizePoints {
 		if booted != "v1" {
 			v.run("bootstore rollback", 2*time.Minute)
 			boot := v.bootID(t)
@@ -57,15 +73,18 @@ func testPowerCut(t *testing.T, disk, updates string) {
 		v.run("systemctl is-active bootstore-finalize-staged.service", time.Minute)
 		mark := consoleSize(v)
 		v.exec("systemctl reboot", 2*time.Second)
-		if !v.waitConsole(mark, "Finalize Staged Deployment...", 5*time.Minute) {
-			t.Fatalf("the shutdown never stopped bootstore-finalize-staged.service:\n%s", v.consoleTail(4000))
+		if !v.waitConsole(mark, p.after, 5*time.Minute) {
+			t.Fatalf("the shutdown never showed %q:\n%s", p.after, v.consoleTail(4000))
 		}
-		time.Sleep(delay)
+		time.Sleep(p.delay)
 		v.kill()
 		v = startVM(t, disk, updates)
 		bootToMultiUser(t, v)
 		booted = strings.TrimSpace(v.run("cat /usr/share/bootstore-test/version", time.Minute))
-		t.Logf("power cut %s into the finalization: came up on %s", delay, booted)
+		t.Logf("power cut %s: came up on %s", p.name, booted)
+		if p.want != "" && booted != p.want {
+			t.Errorf("power cut %s: came up on %s, want %s", p.name, booted, p.want)
+		}
 		checkBooted(t, v, booted)
 	}
 
@@ -88,12 +107,12 @@ func consoleSize(v *vm) int64 {
 	return fi.Size()
 }
 
-// waitConsole waits until text appears in the console log after offset.
-func (v *vm) waitConsole(offset int64, text string, timeout time.Duration) bool {
+// waitConsole waits until re matches the console log after offset.
+func (v *vm) waitConsole(offset int64, re *regexp.Regexp, timeout time.Duration) bool {
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
 		data, _ := os.ReadFile(v.console)
-		if int64(len(data)) > offset && strings.Contains(string(data[offset:]), text) {
+		if int64(len(data)) > offset && re.Match(data[offset:]) {
 			return true
 		}
 		time.Sleep(50 * time.Millisecond)
