@@ -378,7 +378,10 @@ func Write(root string, entries []Entry) error {
 	if err := os.Rename(tmpLink, link); err != nil {
 		return fmt.Errorf("switching %s to %s: %w", link, next, err)
 	}
-	return syncDir(boot)
+	if err := syncDir(boot); err != nil {
+		return err
+	}
+	return checkpointBoot(boot)
 }
 
 // render checks entry e, the i-th of n, and returns its file's contents and
