@@ -61,12 +61,7 @@ func (s *Sysroot) WriteBootLink(d Deployment) error {
 	if err := os.Rename(tmp, link); err != nil {
 		return fmt.Errorf("creating the boot link of %s: %w", d.Name(), err)
 	}
-	dir, err := os.Open(filepath.Dir(link))
-	if err != nil {
-		return err
-	}
-	defer dir.Close()
-	return dir.Sync()
+	return syncDir(filepath.Dir(link))
 }
 
 // DeployDir is where a stateroot's deployments live.
@@ -359,12 +354,7 @@ func (s *Sysroot) ClearStaged() error {
 	} else if err != nil {
 		return err
 	}
-	dir, err := os.Open(filepath.Dir(s.stagedFile()))
-	if err != nil {
-		return err
-	}
-	defer dir.Close()
-	return dir.Sync()
+	return syncDir(filepath.Dir(s.stagedFile()))
 }
 
 // hasEntry reports whether d is among the deployments with a boot entry.
@@ -440,6 +430,11 @@ func WriteFileAtomic(path string, data []byte, mode os.FileMode) error {
 	if err := os.Rename(tmp.Name(), path); err != nil {
 		return fmt.Errorf("writing %s: %w", path, err)
 	}
+	return syncDir(dir)
+}
+
+// syncDir makes the entries last written in dir durable.
+func syncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return err
