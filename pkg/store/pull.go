@@ -174,6 +174,11 @@ func (s *Store) pullImage(ctx context.Context, src types.ImageReference, opts Pu
 	finish(err)
 	if err != nil {
 		s.removeNewOrphanLayers(before)
+		if localSource(src) {
+			if damaged := damagedLayer(ctx, remote, layers); damaged != nil {
+				return nil, fmt.Errorf("pulling %s: %w (the copy said: %v)", what, damaged, err)
+			}
+		}
 		return nil, fmt.Errorf("pulling %s: %w", what, err)
 	}
 	img, err := istorage.Transport.GetStoreImage(s.s, dest)
