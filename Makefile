@@ -43,14 +43,14 @@ lint:
 test: deps lint
 	$(GO) test -race -count=1 ./pkg/... ./cmd/...
 	FUZZTIME=$(FUZZTIME) ./tests/fuzz.sh
-	$(GO) test -count=1 -timeout 40m -v ./tests/... 2>&1 | tee /tmp/bootstore-e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic|\s+\S+_test.go)' ; exit $${PIPESTATUS[0]}
+	./tests/run-suite.sh /tmp/bootstore-e2e.log $(GO) test -count=1 -timeout 40m -v ./tests/...
 
 # The boot suite (tests/boot): installs the test OS, built from Debian
 # packages by mmdebstrap and cached in /var/cache/bootstore-tests, to a disk
 # image with install to-disk and boots it in QEMU (TCG, no network). Slow
 # (a cold image cache adds ~10 minutes), so on demand and in CI, not in test.
 boot-test: deps build
-	BOOTSTORE_BOOT_TEST=1 BOOTSTORE_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 80m -v ./tests/boot/ 2>&1 | tee /tmp/bootstore-boot.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic|\s+\S+_test.go)' ; exit $${PIPESTATUS[0]}
+	BOOTSTORE_BOOT_TEST=1 BOOTSTORE_BIN=$(CURDIR)/$(BIN) ./tests/run-suite.sh /tmp/bootstore-boot.log $(GO) test -count=1 -timeout 50m -v ./tests/boot/
 
 # Native Go fuzz targets (parsers of image and host content): a fixed
 # execution budget each in make test (see tests/fuzz.sh), a duration on

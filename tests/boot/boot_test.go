@@ -1,6 +1,7 @@
 package boot
 
 import (
+	"context"
 	"encoding/json"
 	"net"
 	"net/http"
@@ -73,8 +74,10 @@ func (tb *testbed) pushOS(version string) {
 // bootstore runs the bootstore binary on the test host.
 func (tb *testbed) bootstore(args ...string) string {
 	tb.t.Helper()
-	cmd := exec.Command(bootstoreBin, args...)
-	out, err := cmd.CombinedOutput()
+	// install to-disk took 10-40 s.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, bootstoreBin, args...).CombinedOutput()
 	if err != nil {
 		tb.t.Fatalf("bootstore %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
@@ -135,8 +138,8 @@ func (tb *testbed) updatesDisk(name string) string {
 // units, and returns the time from QEMU's start.
 func bootToMultiUser(t *testing.T, v *vm) time.Duration {
 	t.Helper()
-	v.waitShell(15 * time.Minute)
-	out, code, ok := v.exec("systemctl is-system-running --wait", 10*time.Minute)
+	v.waitShell(6 * time.Minute)
+	out, code, ok := v.exec("systemctl is-system-running --wait", 5*time.Minute)
 	took := time.Since(v.started)
 	if !ok || code != 0 {
 		failed, _, _ := v.exec("systemctl --failed --no-pager; journalctl -b --no-pager -p warning | tail -50", time.Minute)

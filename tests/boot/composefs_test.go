@@ -1,6 +1,7 @@
 package boot
 
 import (
+	"context"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -74,7 +75,9 @@ func checkComposefsRoot(t *testing.T, v *vm) {
 // hosts without CONFIG_FS_VERITY (the guest's 6.12 kernel has it).
 func buildGuestTests(t *testing.T, dir string) {
 	t.Helper()
-	cmd := exec.Command("go", "test", "-c", "-buildvcs=false",
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "go", "test", "-c", "-buildvcs=false",
 		"-tags", "containers_image_openpgp,exclude_graphdriver_btrfs",
 		"-o", filepath.Join(dir, "composefs.test"), "github.com/bootstore/bootstore/pkg/composefs")
 	if out, err := cmd.CombinedOutput(); err != nil {
@@ -91,7 +94,7 @@ func buildGuestTests(t *testing.T, dir string) {
 // the files left alone read as the booted system's.
 func checkVerityInGuest(t *testing.T, v *vm) {
 	t.Helper()
-	out := v.run("cd /tmp && /var/updates/bootstore-tests/composefs.test -test.run '^TestVerityRefusesAChangedStoreFile$' -test.v -test.count=1", 10*time.Minute)
+	out := v.run("cd /tmp && /var/updates/bootstore-tests/composefs.test -test.run '^TestVerityRefusesAChangedStoreFile$' -test.v -test.count=1", 5*time.Minute)
 	if !strings.Contains(out, "--- PASS: TestVerityRefusesAChangedStoreFile") {
 		t.Fatalf("pkg/composefs's verity test in the guest did not pass:\n%s", out)
 	}
@@ -99,7 +102,7 @@ func checkVerityInGuest(t *testing.T, v *vm) {
 	v.run("truncate -s 4G /var/tmp/verity.img && mkfs.ext4 -q -F -b 4096 -O verity /var/tmp/verity.img && "+
 		"mkdir -p /mnt/verity && mount -o loop /var/tmp/verity.img /mnt/verity", 2*time.Minute)
 	start := time.Now()
-	v.run("bootstore install to-filesystem --experimental-unified-storage --composefs --verity --source-imgref "+osRef+" /mnt/verity", 30*time.Minute)
+	v.run("bootstore install to-filesystem --experimental-unified-storage --composefs --verity --source-imgref "+osRef+" /mnt/verity", 12*time.Minute)
 	t.Logf("FIGURE in the guest: install to-filesystem --composefs --verity onto ext4 (fs-verity on every store file): %s", time.Since(start).Round(100*time.Millisecond))
 	deploy := "$(ls -d /mnt/verity/ostree/deploy/default/deploy/*.0)"
 	v.run("grep -qx 'composefs-verity=true' "+deploy+".origin", time.Minute)

@@ -1,6 +1,7 @@
 package boot
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -157,7 +158,11 @@ func debianRootfs(t *testing.T) string {
 		// from the host's.
 		args = append([]string{"nsenter", "--target", pid, "--net", "--"}, args...)
 	}
-	cmd := exec.Command(args[0], args[1:]...)
+	// A cold build took 2.5 minutes (12 on a slow day): past 25, the
+	// archive is unreachable or stalled, and the log says where.
+	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
 	log, err := os.Create(dir + ".log")
 	if err != nil {
 		t.Fatal(err)
@@ -166,7 +171,11 @@ func debianRootfs(t *testing.T) string {
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Run(); err != nil {
 		os.RemoveAll(tmp)
-		t.Fatalf("mmdebstrap: %v (log: %s)", err, dir+".log")
+		data, _ := os.ReadFile(dir + ".log")
+		if len(data) > 4000 {
+			data = data[len(data)-4000:]
+		}
+		t.Fatalf("mmdebstrap: %v after %s; the end of %s:\n%s", err, time.Since(start).Round(time.Second), dir+".log", data)
 	}
 	if err := os.Rename(tmp, dir); err != nil {
 		t.Fatal(err)

@@ -55,8 +55,17 @@ func startVM(t *testing.T, disks ...string) *vm {
 		args = append(args, "-drive", opt)
 	}
 	v.cmd = exec.Command("qemu-system-x86_64", args...)
-	v.cmd.Stdout, v.cmd.Stderr = os.Stderr, os.Stderr
-	v.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// QEMU's own messages go to a file, not to the test's output: a QEMU
+	// that outlived a test binary killed by go test's timeout would hold
+	// that pipe open, and make would wait for it for ever. Pdeathsig ends
+	// such a QEMU in the first place.
+	qemuLog, err := os.Create(filepath.Join(dir, "qemu.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer qemuLog.Close()
+	v.cmd.Stdout, v.cmd.Stderr = qemuLog, qemuLog
+	v.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	v.started = time.Now()
 	if err := v.cmd.Start(); err != nil {
 		t.Fatalf("starting QEMU: %v", err)
@@ -65,6 +74,9 @@ func startVM(t *testing.T, disks ...string) *vm {
 	t.Cleanup(func() {
 		v.kill()
 		if t.Failed() {
+			if msg, _ := os.ReadFile(filepath.Join(dir, "qemu.log")); len(msg) > 0 {
+				t.Logf("QEMU said:\n%s", msg)
+			}
 			t.Logf("guest console (tail):\n%s", v.consoleTail(6000))
 		}
 		os.RemoveAll(dir)
@@ -101,6 +113,19 @@ func (v *vm) consoleTail(n int) string {
 	return string(data)
 }
 
+// kernelPanic matches the kernel's last words; a panicked guest hangs (it
+// is not rebooted), so waiting for its shell could only time out.
+var kernelPanic = regexp.MustCompile(`Kernel panic - not syncing[^\r\n]*`)
+
+// failOnPanic fails the test at once when the guest's kernel panicked.
+func (v *vm) failOnPanic() {
+	v.t.Helper()
+	data, _ := os.ReadFile(v.console)
+	if m := kernelPanic.Find(data); m != nil {
+		v.t.Fatalf("the guest's kernel panicked %s after QEMU started: %s", time.Since(v.started).Round(time.Second), m)
+	}
+}
+
 // waitShell waits until the guest's test shell answers and returns how
 // long that took since QEMU started (or since since, when not zero).
 func (v *vm) waitShell(timeout time.Duration) time.Duration {
@@ -115,6 +140,7 @@ func (v *vm) waitShell(timeout time.Duration) time.Duration {
 			v.t.Fatalf("QEMU exited before the guest's shell came up")
 		default:
 		}
+		v.failOnPanic()
 	}
 	v.t.Fatalf("the guest's shell did not come up within %s", timeout)
 	return 0
@@ -134,6 +160,7 @@ func (v *vm) exec(line string, timeout time.Duration) (string, int, bool) {
 	}
 	re := regexp.MustCompile(regexp.QuoteMeta(marker) + `:([0-9]+)\r?\n`)
 	deadline := time.Now().Add(timeout)
+	nextPanicCheck := time.Now().Add(5 * time.Second)
 	chunk := make([]byte, 64<<10)
 	for {
 		if m := re.FindSubmatchIndex(v.buf.Bytes()); m != nil {
@@ -143,6 +170,10 @@ func (v *vm) exec(line string, timeout time.Duration) (string, int, bool) {
 		}
 		if time.Now().After(deadline) {
 			return v.buf.String(), 0, false
+		}
+		if time.Now().After(nextPanicCheck) {
+			v.failOnPanic()
+			nextPanicCheck = time.Now().Add(5 * time.Second)
 		}
 		v.conn.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
 		n, _ := v.conn.Read(chunk)
@@ -169,12 +200,16 @@ func (v *vm) bootID(t *testing.T) string {
 	return strings.TrimSpace(v.run("cat /proc/sys/kernel/random/boot_id", time.Minute))
 }
 
+// rebootTimeout bounds a reboot: shutdown with the finalization, firmware,
+// GRUB and boot to multi-user took 1-1.5 minutes (3 on a loaded machine).
+const rebootTimeout = 10 * time.Minute
+
 // waitReboot waits until the guest runs a boot other than old and has
 // finished booting with no failed units.
 func (v *vm) waitReboot(t *testing.T, old string) time.Duration {
 	t.Helper()
 	start := time.Now()
-	deadline := start.Add(20 * time.Minute)
+	deadline := start.Add(rebootTimeout)
 	for time.Now().Before(deadline) {
 		out, code, ok := v.exec("cat /proc/sys/kernel/random/boot_id", 5*time.Second)
 		if ok && code == 0 && strings.TrimSpace(out) != "" && strings.TrimSpace(out) != old {
@@ -186,8 +221,9 @@ func (v *vm) waitReboot(t *testing.T, old string) time.Duration {
 			t.Fatalf("QEMU exited while the guest rebooted")
 		default:
 		}
+		v.failOnPanic()
 	}
-	t.Fatalf("the guest did not come back from the reboot within 20 minutes")
+	t.Fatalf("the guest did not come back from the reboot within %s", rebootTimeout)
 	return 0
 }
 
