@@ -155,7 +155,11 @@ func (v *vm) exec(line string, timeout time.Duration) (string, int, bool) {
 	// The leading newline ends any fragment queued before this frame.
 	frame := "\nBSCMD " + base64.StdEncoding.EncodeToString([]byte(cmd)) + "\n"
 	v.buf.Reset()
+	// A guest that stopped reading its serial port fills the socket: the
+	// write must not block past the command's own time.
+	v.conn.SetWriteDeadline(time.Now().Add(timeout))
 	if _, err := v.conn.Write([]byte(frame)); err != nil {
+		time.Sleep(time.Second) // callers that retry must not spin
 		return "", 0, false
 	}
 	re := regexp.MustCompile(regexp.QuoteMeta(marker) + `:([0-9]+)\r?\n`)
