@@ -3,7 +3,6 @@ package store
 import (
 	"context"
 	"fmt"
-	"io"
 
 	"go.podman.io/image/v5/pkg/blobinfocache/none"
 	"go.podman.io/image/v5/types"
@@ -35,13 +34,12 @@ func damagedLayer(ctx context.Context, src types.ImageSource, layers []types.Blo
 		if err != nil {
 			return fmt.Errorf("layer %s: %w", l.Digest, err)
 		}
-		h := l.Digest.Algorithm().Hash()
-		_, err = io.Copy(h, rc)
+		got, err := l.Digest.Algorithm().FromReader(rc)
 		rc.Close()
 		if err != nil {
 			return fmt.Errorf("reading layer %s: %w", l.Digest, err)
 		}
-		if got := fmt.Sprintf("%s:%x", l.Digest.Algorithm(), h.Sum(nil)); got != l.Digest.String() {
+		if got != l.Digest {
 			return fmt.Errorf("%w: layer %s is damaged: its content hashes to %s", ErrDigestMismatch, l.Digest, got)
 		}
 	}
