@@ -192,21 +192,26 @@ func TestBoot(t *testing.T) {
 	}
 	tb.pushOS("v2")
 	updates := tb.updatesDisk("updates")
-	t.Run("Lifecycle", func(t *testing.T) { testLifecycle(t, lifecycleDisk, updates) })
-	t.Run("Composefs", func(t *testing.T) { testComposefs(t, composefsDisk, updates) })
+	// Each subtest runs again on a guest fault (retry_test.go).
+	t.Run("Lifecycle", func(t *testing.T) {
+		retryOnGuestFault(t, lifecycleDisk, func(a *attempt) { testLifecycle(t, a, lifecycleDisk, updates) })
+	})
+	t.Run("Composefs", func(t *testing.T) {
+		retryOnGuestFault(t, composefsDisk, func(a *attempt) { testComposefs(t, a, composefsDisk, updates) })
+	})
 	t.Run("PowerCut", func(t *testing.T) {
 		if !powerCut {
 			t.Skip("on demand: BOOTSTORE_BOOT_POWERCUT=1 (about 8.5 minutes)")
 		}
-		testPowerCut(t, powerCutDisk, updates)
+		retryOnGuestFault(t, powerCutDisk, func(a *attempt) { testPowerCut(t, a, powerCutDisk, updates) })
 	})
 }
 
 // testLifecycle boots v1, upgrades to v2 through the timer's unit from the
 // registry on the update disk, rolls back, and collects garbage, checking
 // from inside the guest after every boot.
-func testLifecycle(t *testing.T, disk, updates string) {
-	v := startVM(t, disk, updates)
+func testLifecycle(t *testing.T, a *attempt, disk, updates string) {
+	v := a.startVM(disk, updates)
 	took := bootToMultiUser(t, v)
 	t.Logf("FIGURE first boot: QEMU start to multi-user (no failed units): %s", took.Round(100*time.Millisecond))
 	checkBooted(t, v, "v1")

@@ -14,8 +14,8 @@ import (
 // image over the unified store's layer files, and everything a tree
 // deployment does still holds: bound images run, the timer's upgrade
 // stages v2 as composefs too, /etc is merged, and the reboot lands on v2.
-func testComposefs(t *testing.T, disk, updates string) {
-	v := startVM(t, disk, updates)
+func testComposefs(t *testing.T, a *attempt, disk, updates string) {
+	v := a.startVM(disk, updates)
 	took := bootToMultiUser(t, v)
 	t.Logf("FIGURE composefs first boot: QEMU start to multi-user (no failed units): %s", took.Round(100*time.Millisecond))
 	checkBooted(t, v, "v1")

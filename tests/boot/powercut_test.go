@@ -13,8 +13,8 @@ import (
 // stages v2, and while the staged deployment is finalized at shutdown, three
 // times each; every next boot must come up on a complete deployment with no
 // failed units, and the upgrade after the cuts must succeed.
-func testPowerCut(t *testing.T, disk, updates string) {
-	v := startVM(t, disk, updates)
+func testPowerCut(t *testing.T, a *attempt, disk, updates string) {
+	v := a.startVM(disk, updates)
 	bootToMultiUser(t, v)
 	checkBooted(t, v, "v1")
 
@@ -38,7 +38,7 @@ func testPowerCut(t *testing.T, disk, updates string) {
 		}
 		v.kill()
 		t.Logf("power cut while staging (%s)", p.name)
-		v = startVM(t, disk, updates)
+		v = a.startVM(disk, updates)
 		bootToMultiUser(t, v)
 		checkBooted(t, v, "v1")
 	}
@@ -78,7 +78,7 @@ func testPowerCut(t *testing.T, disk, updates string) {
 		}
 		time.Sleep(p.delay)
 		v.kill()
-		v = startVM(t, disk, updates)
+		v = a.startVM(disk, updates)
 		bootToMultiUser(t, v)
 		booted = strings.TrimSpace(v.run("cat /usr/share/bootstore-test/version", time.Minute))
 		t.Logf("power cut %s: came up on %s", p.name, booted)

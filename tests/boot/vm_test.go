@@ -29,6 +29,10 @@ type vm struct {
 	buf     bytes.Buffer
 	seq     int
 	started time.Time
+	// retryable: a guest fault ends the attempt, not the test (retry_test.go).
+	retryable bool
+	// crashOnShell: BOOTSTORE_BOOT_INJECT_FAULT (retry_test.go).
+	crashOnShell bool
 }
 
 // startVM boots QEMU on the disks (the first is the boot disk).
@@ -122,7 +126,7 @@ func (v *vm) failOnPanic() {
 	v.t.Helper()
 	data, _ := os.ReadFile(v.console)
 	if m := kernelPanic.Find(data); m != nil {
-		v.t.Fatalf("the guest's kernel panicked %s after QEMU started: %s", time.Since(v.started).Round(time.Second), m)
+		v.fault("the guest's kernel panicked %s after QEMU started: %s", time.Since(v.started).Round(time.Second), m)
 	}
 }
 
@@ -133,11 +137,15 @@ func (v *vm) waitShell(timeout time.Duration) time.Duration {
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
 		if _, _, ok := v.exec("true", 3*time.Second); ok {
-			return time.Since(v.started)
+			if !v.crashOnShell {
+				return time.Since(v.started)
+			}
+			v.crashOnShell = false
+			v.exec("echo c > /proc/sysrq-trigger", 3*time.Second)
 		}
 		select {
 		case <-v.exited:
-			v.t.Fatalf("QEMU exited before the guest's shell came up")
+			v.fault("QEMU exited before the guest's shell came up")
 		default:
 		}
 		v.failOnPanic()
@@ -222,7 +230,7 @@ func (v *vm) waitReboot(t *testing.T, old string) time.Duration {
 		}
 		select {
 		case <-v.exited:
-			t.Fatalf("QEMU exited while the guest rebooted")
+			v.fault("QEMU exited while the guest rebooted")
 		default:
 		}
 		v.failOnPanic()
