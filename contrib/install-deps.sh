@@ -7,7 +7,8 @@ for pair in docker-registry:docker-registry podman:podman skopeo:skopeo runc:run
             mkfs.xfs:xfsprogs ostree:ostree systemd-analyze:systemd \
             go-md2man:go-md2man man:man-db fsck.erofs:erofs-utils \
             sgdisk:gdisk mkfs.vfat:dosfstools grub-mkimage:grub-pc-bin \
-            qemu-system-x86_64:qemu-system-x86 mmdebstrap:mmdebstrap ip:iproute2; do
+            qemu-system-x86_64:qemu-system-x86 mmdebstrap:mmdebstrap ip:iproute2 \
+            gpg:gnupg; do
   cmd=${pair%%:*} pkg=${pair##*:}
   command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
 done

@@ -64,19 +64,7 @@ func TestSignaturePolicyIsEnforced(t *testing.T) {
 		{reg.Ref("os/host:other-key"), reg.Ref("os/host:other-key")},
 		{reg.Ref("os/host:unsigned-lbi"), unsignedApp},
 	} {
-		res := h.run(install(bad.ref)...)
-		t.Logf("install %s: exit %d: %s", bad.ref, res.code, firstLine(res.stderr))
-		if res.code == 0 || !strings.Contains(res.stderr, bad.names) {
-			t.Errorf("install %s: want a refusal naming %s\n%s", bad.ref, bad.names, res)
-		}
-		if d := h.deployments("default"); len(d) != 0 {
-			t.Fatalf("a refused install left deployments %v", d)
-		}
-		if _, err := os.Stat(h.storageRoot()); err == nil {
-			if layers, images := h.storeContents(); len(layers) != 0 || len(images) != 0 {
-				t.Errorf("a refused install of %s left %d layers and %d images in the store", bad.ref, len(layers), len(images))
-			}
-		}
+		assertInstallRefused(t, h, install(bad.ref), bad.ref, bad.names)
 	}
 
 	h.ok(install(reg.Ref("os/host:stable"))...)
@@ -112,6 +100,80 @@ func TestSignaturePolicyIsEnforced(t *testing.T) {
 	h.ok(append([]string{"upgrade", "--quiet"}, flags...)...)
 	if v := versionOf(h.status(), "staged"); v != "2" {
 		t.Errorf("upgrade to a signed image: staged %q, want 2", v)
+	}
+}
+
+// assertInstallRefused runs install (of ref) and checks that it fails
+// naming names, leaving no deployment and nothing in the store.
+func assertInstallRefused(t *testing.T, h *host, install []string, ref, names string) {
+	t.Helper()
+	res := h.run(install...)
+	t.Logf("install %s: exit %d: %s", ref, res.code, firstLine(res.stderr))
+	if res.code == 0 || !strings.Contains(res.stderr, names) {
+		t.Errorf("install %s: want a refusal naming %s\n%s", ref, names, res)
+	}
+	if d := h.deployments("default"); len(d) != 0 {
+		t.Fatalf("a refused install left deployments %v", d)
+	}
+	if _, err := os.Stat(h.storageRoot()); err == nil {
+		if layers, images := h.storeContents(); len(layers) != 0 || len(images) != 0 {
+			t.Errorf("a refused install of %s left %d layers and %d images in the store", ref, len(layers), len(images))
+		}
+	}
+}
+
+// A signedBy policy (GPG keys: simple signing, which hosts used before
+// sigstore and many still do), with signatures that skopeo copy --sign-by
+// wrote to a lookaside directory named in registries.d: an unsigned OS
+// image, one signed with another key, and a signed one whose bound image
+// is unsigned are refused by install, naming the image, with nothing left;
+// a signed one is installed, and status shows it verified by the policy.
+func TestGPGSignedByPolicyIsEnforced(t *testing.T) {
+	reg := harness.StartRegistry(t)
+	key, otherKey := harness.NewGPGKey(t), harness.NewGPGKey(t)
+	regD := reg.LookasideRegistriesD(t)
+	p := filepath.Join(t.TempDir(), "policy.json")
+	policy := fmt.Sprintf(`{
+  "default": [{"type": "reject"}],
+  "transports": {
+    "docker": {%q: [{"type": "signedBy", "keyType": "GPGKeys", "keyPath": %q}]},
+    "containers-storage": {"": [{"type": "insecureAcceptAnything"}]}
+  }
+}`, reg.Addr, key.Public)
+	if err := os.WriteFile(p, []byte(policy), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	signedApp, unsignedApp := reg.Ref("apps/signed:1"), reg.Ref("apps/unsigned:1")
+	reg.PushGPGSigned(t, harness.AppImage(t, "signed"), "apps/signed:1", key)
+	reg.Push(t, harness.AppImage(t, "unsigned"), "apps/unsigned:1", "gzip")
+	bound := []harness.Bound{harness.BoundImage("signed", signedApp)}
+	osImg := func(v string, b []harness.Bound) harness.Image {
+		return osVersion(t, v, b, harness.Layer{etcFile("version", v+"\n")})
+	}
+	reg.PushGPGSigned(t, osImg("1", bound), "os/host:stable", key)
+	reg.Push(t, osImg("1-unsigned", bound), "os/host:unsigned", "gzip")
+	reg.PushGPGSigned(t, osImg("1-other-key", bound), "os/host:other-key", otherKey)
+	reg.PushGPGSigned(t, osImg("1-unsigned-lbi", []harness.Bound{harness.BoundImage("unsigned", unsignedApp)}), "os/host:unsigned-lbi", key)
+
+	h := newHost(t)
+	install := func(ref string) []string {
+		return []string{"install", "to-filesystem", "--source-imgref", ref, "--experimental-unified-storage",
+			"--tls-verify=false", "--signature-policy", p, "--registries-d", regD, h.root}
+	}
+	for _, bad := range []struct{ ref, names string }{
+		{reg.Ref("os/host:unsigned"), reg.Ref("os/host:unsigned")},
+		{reg.Ref("os/host:other-key"), reg.Ref("os/host:other-key")},
+		{reg.Ref("os/host:unsigned-lbi"), unsignedApp},
+	} {
+		assertInstallRefused(t, h, install(bad.ref), bad.ref, bad.names)
+	}
+	h.ok(install(reg.Ref("os/host:stable"))...)
+	if sig := bootedSignature(t, h); sig != "containerPolicy" {
+		t.Errorf("status: booted image signature %q, want containerPolicy", sig)
+	}
+	if v := versionOf(h.status(), "booted"); v != "1" {
+		t.Errorf("installed version %q, want 1", v)
 	}
 }
 
