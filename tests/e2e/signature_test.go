@@ -59,13 +59,7 @@ func TestSignaturePolicyIsEnforced(t *testing.T) {
 		args := append([]string{"install", "to-filesystem", "--source-imgref", ref, "--experimental-unified-storage"}, flags...)
 		return append(args, h.root)
 	}
-	for _, bad := range []struct{ ref, names string }{
-		{reg.Ref("os/host:unsigned"), reg.Ref("os/host:unsigned")},
-		{reg.Ref("os/host:other-key"), reg.Ref("os/host:other-key")},
-		{reg.Ref("os/host:unsigned-lbi"), unsignedApp},
-	} {
-		assertInstallRefused(t, h, install(bad.ref), bad.ref, bad.names)
-	}
+	assertBadlySignedRefused(t, h, reg, install, unsignedApp)
 
 	h.ok(install(reg.Ref("os/host:stable"))...)
 	if sig := bootedSignature(t, h); sig != "containerPolicy" {
@@ -100,6 +94,20 @@ func TestSignaturePolicyIsEnforced(t *testing.T) {
 	h.ok(append([]string{"upgrade", "--quiet"}, flags...)...)
 	if v := versionOf(h.status(), "staged"); v != "2" {
 		t.Errorf("upgrade to a signed image: staged %q, want 2", v)
+	}
+}
+
+// assertBadlySignedRefused checks that install refuses the OS images both
+// signature tests publish badly signed (unsigned, another key's, and one
+// whose bound image unsignedApp is unsigned).
+func assertBadlySignedRefused(t *testing.T, h *host, reg *harness.Registry, install func(ref string) []string, unsignedApp string) {
+	t.Helper()
+	for _, bad := range []struct{ ref, names string }{
+		{reg.Ref("os/host:unsigned"), reg.Ref("os/host:unsigned")},
+		{reg.Ref("os/host:other-key"), reg.Ref("os/host:other-key")},
+		{reg.Ref("os/host:unsigned-lbi"), unsignedApp},
+	} {
+		assertInstallRefused(t, h, install(bad.ref), bad.ref, bad.names)
 	}
 }
 
@@ -161,13 +169,7 @@ func TestGPGSignedByPolicyIsEnforced(t *testing.T) {
 		return []string{"install", "to-filesystem", "--source-imgref", ref, "--experimental-unified-storage",
 			"--tls-verify=false", "--signature-policy", p, "--registries-d", regD, h.root}
 	}
-	for _, bad := range []struct{ ref, names string }{
-		{reg.Ref("os/host:unsigned"), reg.Ref("os/host:unsigned")},
-		{reg.Ref("os/host:other-key"), reg.Ref("os/host:other-key")},
-		{reg.Ref("os/host:unsigned-lbi"), unsignedApp},
-	} {
-		assertInstallRefused(t, h, install(bad.ref), bad.ref, bad.names)
-	}
+	assertBadlySignedRefused(t, h, reg, install, unsignedApp)
 	h.ok(install(reg.Ref("os/host:stable"))...)
 	if sig := bootedSignature(t, h); sig != "containerPolicy" {
 		t.Errorf("status: booted image signature %q, want containerPolicy", sig)
