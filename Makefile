@@ -50,7 +50,7 @@ test: deps lint
 # image with install to-disk and boots it in QEMU (TCG, no network). Slow
 # (a cold image cache adds ~10 minutes), so on demand and in CI, not in test.
 boot-test: deps build
-	BOOTSTORE_BOOT_TEST=1 BOOTSTORE_BIN=$(CURDIR)/$(BIN) ./tests/run-suite.sh /tmp/bootstore-boot.log $(GO) test -count=1 -timeout 50m -v ./tests/boot/
+	BOOTSTORE_BOOT_TEST=1 BOOTSTORE_BIN=$(CURDIR)/$(BIN) ./tests/run-suite.sh /tmp/bootstore-boot.log $(GO) test -count=1 -timeout 65m -v ./tests/boot/
 
 # Native Go fuzz targets (parsers of image and host content): a fixed
 # execution budget each in make test (see tests/fuzz.sh), a duration on

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"testing"
 )
 
@@ -58,7 +59,7 @@ func retryOnGuestFault(t *testing.T, disk string, body func(a *attempt)) {
 		for _, v := range a.vms {
 			v.kill()
 			msg, _ := os.ReadFile(filepath.Join(v.dir, "qemu.log"))
-			t.Logf("attempt %d: QEMU said %q; guest console (tail):\n%s", n, msg, v.consoleTail(4000))
+			t.Logf("attempt %d: QEMU said %q; guest console:\n%s", n, msg, v.consoleFault())
 		}
 		t.Logf("GUEST FAULT, attempt %d: %s; running the subtest again on a fresh copy of the installed disk", n, fault.msg)
 		copyDisk(t, installed, disk)
@@ -89,6 +90,24 @@ func (v *vm) fault(format string, args ...any) {
 		panic(guestFault{msg})
 	}
 	v.t.Fatal(msg)
+}
+
+// oopsStart matches the first line of the kernel's report of a fault, which
+// a fixed tail of the console can cut off (a panic's stack runs long).
+var oopsStart = regexp.MustCompile(`\[ *[0-9.]+\] (BUG|Oops|general protection|invalid opcode|int3|double fault|kernel BUG)`)
+
+// consoleFault is the guest console from the kernel's first fault report
+// on (at most 12 KiB), or its tail when there is none (QEMU died).
+func (v *vm) consoleFault() string {
+	data, _ := os.ReadFile(v.console)
+	if loc := oopsStart.FindIndex(data); loc != nil {
+		data = data[loc[0]:]
+		if len(data) > 12<<10 {
+			data = data[:12<<10]
+		}
+		return string(data)
+	}
+	return v.consoleTail(4000)
 }
 
 // copyDisk copies a sparse disk image.
