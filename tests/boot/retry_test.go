@@ -14,7 +14,8 @@ import (
 // instruction (see startVM's -cx16), and how it translates depends on the
 // host's CPU, so a machine with another CPU can meet another such fault.
 // CI met one 33 s into a first boot that had passed on this machine in
-// every run. A subtest that meets such a fault runs once more, on a fresh
+// every run; one met here later is why guests have one CPU (startVM), and
+// this retry covers the faults not yet known. A subtest that meets such a fault runs once more, on a fresh
 // copy of the disk as install to-disk left it; the fault and the guest's
 // console are logged, and a fault that comes back (bootstore's, say a
 // kernel command line that cannot boot) fails the test. A guest that hangs
