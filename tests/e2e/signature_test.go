@@ -11,18 +11,18 @@ import (
 	"github.com/bootstore/bootstore/tests/harness"
 )
 
-// sigstorePolicy writes a policy.json that rejects everything from a
-// registry except images sigstore-signed by pub for their own repository.
-func sigstorePolicy(t *testing.T, pub, registry string) string {
+// signaturePolicy writes a policy.json that rejects everything from a
+// registry except images meeting requirement (one policy requirement, JSON).
+func signaturePolicy(t *testing.T, registry, requirement string) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "policy.json")
 	policy := fmt.Sprintf(`{
   "default": [{"type": "reject"}],
   "transports": {
-    "docker": {%q: [{"type": "sigstoreSigned", "keyPath": %q, "signedIdentity": {"type": "matchRepository"}}]},
+    "docker": {%q: [%s]},
     "containers-storage": {"": [{"type": "insecureAcceptAnything"}]}
   }
-}`, registry, pub)
+}`, registry, requirement)
 	if err := os.WriteFile(p, []byte(policy), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -39,7 +39,8 @@ func TestSignaturePolicyIsEnforced(t *testing.T) {
 	reg := harness.StartRegistry(t)
 	key, otherKey := harness.NewSigstoreKey(t), harness.NewSigstoreKey(t)
 	regD := reg.SigstoreRegistriesD(t)
-	policy := sigstorePolicy(t, key.Public, reg.Addr)
+	// sigstore-signed by key for the image's own repository.
+	policy := signaturePolicy(t, reg.Addr, fmt.Sprintf(`{"type": "sigstoreSigned", "keyPath": %q, "signedIdentity": {"type": "matchRepository"}}`, key.Public))
 
 	signedApp, unsignedApp := reg.Ref("apps/signed:1"), reg.Ref("apps/unsigned:1")
 	reg.PushSigned(t, harness.AppImage(t, "signed"), "apps/signed:1", "gzip", key)
@@ -140,17 +141,7 @@ func TestGPGSignedByPolicyIsEnforced(t *testing.T) {
 	reg := harness.StartRegistry(t)
 	key, otherKey := harness.NewGPGKey(t), harness.NewGPGKey(t)
 	regD := reg.LookasideRegistriesD(t)
-	p := filepath.Join(t.TempDir(), "policy.json")
-	policy := fmt.Sprintf(`{
-  "default": [{"type": "reject"}],
-  "transports": {
-    "docker": {%q: [{"type": "signedBy", "keyType": "GPGKeys", "keyPath": %q}]},
-    "containers-storage": {"": [{"type": "insecureAcceptAnything"}]}
-  }
-}`, reg.Addr, key.Public)
-	if err := os.WriteFile(p, []byte(policy), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	p := signaturePolicy(t, reg.Addr, fmt.Sprintf(`{"type": "signedBy", "keyType": "GPGKeys", "keyPath": %q}`, key.Public))
 
 	signedApp, unsignedApp := reg.Ref("apps/signed:1"), reg.Ref("apps/unsigned:1")
 	reg.PushGPGSigned(t, harness.AppImage(t, "signed"), "apps/signed:1", key)
